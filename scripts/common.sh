@@ -1,0 +1,73 @@
+# Shared by scripts/demo and scripts/test: install what is missing, build, and
+# run a throwaway Postgres (unprivileged user, private directory, free port on
+# 127.0.0.1, stopped when the calling script exits). Source it, don't run it.
+
+VOUCHERD_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+PG_OS_USER=${PG_OS_USER:-voucherd-pg}
+
+say() { printf '%s\n' "$*" >&2; }
+
+# Debian packages the build, the tests and the servers need.
+VOUCHERD_PACKAGES=(
+  build-essential cmake ninja-build pkg-config
+  libpq-dev libpqxx-dev libfmt-dev doctest-dev libhiredis-dev
+  libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev
+  postgresql-15 postgresql-contrib redis-server
+)
+
+install_deps() {
+  local missing=()
+  for p in "${VOUCHERD_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # The server packages must not start system-wide services here.
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    rm -f /usr/sbin/policy-rc.d
+  fi
+}
+
+build_voucherd() {  # build_voucherd BUILD_DIR [cmake args...]
+  local dir=$1; shift
+  cmake -S "$VOUCHERD_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+  cmake --build "$dir" -j "$(nproc)"
+}
+
+free_port() {
+  local p
+  for _ in $(seq 1 200); do
+    p=$(( 20000 + RANDOM % 30000 ))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
+  done
+  say "no free port found"; return 1
+}
+
+# pg_start [postgres -c settings...]: sets PG_DIR, PG_PORT, PG_ADMIN_URL.
+pg_start() {
+  id -u "$PG_OS_USER" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$PG_OS_USER"
+  PG_DIR=$(mktemp -d /tmp/voucherd-pg.XXXXXX)
+  chown "$PG_OS_USER" "$PG_DIR"
+  chmod 700 "$PG_DIR"
+  PG_PORT=$(free_port)
+  runuser -u "$PG_OS_USER" -- "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres -A trust -E UTF8 \
+    --locale=C.UTF-8 --no-sync >/dev/null
+  local opts="-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$PG_DIR"
+  opts+=" -c max_connections=300 -c shared_buffers=256MB"
+  for s in "$@"; do opts+=" -c $s"; done
+  runuser -u "$PG_OS_USER" -- "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -o "$opts" -w start >/dev/null
+  PG_ADMIN_URL="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
+  trap pg_stop EXIT
+  say "postgres running on 127.0.0.1:$PG_PORT (data in $PG_DIR)"
+}
+
+pg_stop() {
+  if [ -n "${PG_DIR:-}" ] && [ -d "$PG_DIR/data" ]; then
+    runuser -u "$PG_OS_USER" -- "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+    rm -rf "$PG_DIR"
+  fi
+}

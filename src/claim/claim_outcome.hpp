@@ -1,0 +1,42 @@
+#pragma once
+// The result of a claim is a value, not an exception: "no free voucher" is the
+// outcome sold_out. Only infrastructure failures throw (see common/failure.hpp).
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <boost/json/object.hpp>
+
+namespace voucherd {
+
+enum class claim_status { claimed, already_claimed, sold_out, rejected };
+
+const char* to_string(claim_status status);
+std::optional<claim_status> claim_status_from(std::string_view text);
+
+struct claim_outcome {
+  claim_status status = claim_status::rejected;
+  std::string campaign;
+  std::string user_id;
+  std::optional<std::int64_t> voucher_id;
+  std::string code;
+  std::string reason;      // sold_out and rejected only
+  std::string message_id;  // echoed when the message carried one
+
+  bool owns_voucher() const {
+    return status == claim_status::claimed || status == claim_status::already_claimed;
+  }
+};
+
+claim_outcome rejected_outcome(std::string campaign, std::string user_id, std::string reason,
+                               std::string message_id = {});
+
+// {"status":"claimed","campaign":"signup","user_id":"1","voucher_id":1,"code":"BV1LN2KJ"}
+boost::json::object to_json(const claim_outcome& outcome);
+std::string to_json_line(const claim_outcome& outcome);
+
+// The sysexits status of SPEC section 4: 0 claimed/already_claimed, 3 sold_out,
+// 65 rejected.
+int exit_code_for(const claim_outcome& outcome);
+
+}  // namespace voucherd

@@ -1,0 +1,86 @@
+// claim and claim-batch: the per-message entry point for queue adapters, and
+// the admin's employee import.
+#include <fstream>
+#include <iostream>
+
+#include <fmt/format.h>
+
+#include "claim/claim_engine.hpp"
+#include "cli/commands.hpp"
+#include "common/failure.hpp"
+#include "db/session.hpp"
+
+namespace voucherd::cli {
+
+int run_claim(const args& a) {
+  std::string url_flag;
+  claim_request request;
+  po::options_description desc{
+      "voucherd claim: give one user one voucher and print the outcome.\n"
+      "Exit: 0 claimed/already_claimed (ack), 3 sold_out (ack), 64 usage, 65 rejected (dead-letter), "
+      "75 transient (retry later)"};
+  add_common(desc, url_flag);
+  desc.add_options()
+      ("campaign", po::value(&request.campaign)->required(), "campaign name")
+      ("user", po::value(&request.user_id)->required(), "user id (1..128 printable characters)")
+      ("message-id", po::value(&request.message_id), "queue message id; its outcome is recorded once");
+  po::variables_map vm;
+  if (!parse(a, "voucherd claim --campaign NAME --user ID [--message-id M]", desc, {}, vm)) return k_exit_ok;
+  // Bad input is answered before connecting: it must not depend on, or touch, the database.
+  if (auto problem = request_problem(request)) {
+    const auto outcome = rejected_outcome(request.campaign, request.user_id, *problem, request.message_id);
+    print_line(to_json_line(outcome));
+    return exit_code_for(outcome);
+  }
+  db_session db{resolve_common(url_flag).database_url};
+  claim_engine engine{db};
+  const auto outcome = engine.claim(request);
+  print_line(to_json_line(outcome));
+  return exit_code_for(outcome);
+}
+
+int run_claim_batch(const args& a) {
+  std::string url_flag, campaign, path;
+  std::size_t batch_size = claim_engine::k_max_batch;
+  po::options_description desc{
+      "voucherd claim-batch: claim for every user id in FILE (one per line), a batch per statement; "
+      "one outcome line per user, in file order"};
+  add_common(desc, url_flag);
+  desc.add_options()
+      ("campaign", po::value(&campaign)->required(), "campaign name")
+      ("file", po::value(&path)->required(), "user id file; - reads stdin")
+      ("batch-size", po::value(&batch_size)->default_value(claim_engine::k_max_batch),
+       "users per statement (1..1000)");
+  po::variables_map vm;
+  if (!parse(a, "voucherd claim-batch --campaign NAME FILE [--batch-size 1000]", desc, {"file"}, vm))
+    return k_exit_ok;
+  if (batch_size < 1 || batch_size > claim_engine::k_max_batch)
+    throw voucherd_error{failure_kind::usage, fmt::format("--batch-size must be 1..{}", claim_engine::k_max_batch)};
+  std::ifstream file;
+  if (path != "-") {
+    file.open(path, std::ios::binary);
+    if (!file) throw voucherd_error{failure_kind::usage, fmt::format("cannot open {}", path)};
+  }
+  std::istream& in = path == "-" ? std::cin : file;
+
+  db_session db{resolve_common(url_flag).database_url};
+  claim_engine engine{db};
+  std::vector<claim_request> batch;
+  std::size_t done = 0;
+  auto flush = [&] {
+    for (const auto& outcome : engine.claim_batch(batch)) print_line(to_json_line(outcome));
+    done += batch.size();
+    if (done % 100000 < batch.size()) say(fmt::format("claim-batch: {} users done", done));
+    batch.clear();
+  };
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    batch.push_back({campaign, line, {}});
+    if (batch.size() == batch_size) flush();
+  }
+  if (!batch.empty()) flush();
+  return k_exit_ok;
+}
+
+}  // namespace voucherd::cli

@@ -1,0 +1,72 @@
+// voucherd: hands out limited items (voucher codes) from a Postgres pool, one
+// atomic statement per claim. See `voucherd --help`.
+#include <cstdlib>
+#include <cstdio>
+#include <exception>
+#include <map>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "cli/commands.hpp"
+#include "common/failure.hpp"
+
+namespace {
+
+constexpr const char* k_usage = R"(usage: voucherd COMMAND [OPTIONS]   (COMMAND --help for its options)
+
+  migrate                              apply pending migrations
+  campaign create NAME                 create a campaign [--starts-at T] [--ends-at T]
+  import --campaign NAME FILE          load codes, all or nothing (- reads stdin)
+  generate --campaign NAME --count N   add N random codes [--length 8]
+  claim --campaign NAME --user ID      claim one voucher [--message-id M]
+  claim-batch --campaign NAME FILE     claim for every user id in FILE, in batches
+  stats --campaign NAME                pool, outbox and queue counts
+  story                                replay the story: two workers, two codes
+
+Every command takes --database-url URL (default: $DATABASE_URL, then libpq's PG* variables).
+Machine output is JSON lines on stdout; messages go to stderr.
+Exit: 0 ok, 3 sold out, 64 usage, 65 rejected, 70 internal, 75 transient (retry).
+)";
+
+using command_fn = int (*)(const voucherd::cli::args&);
+
+const std::map<std::string, command_fn>& commands() {
+  namespace cli = voucherd::cli;
+  static const std::map<std::string, command_fn> k_commands{
+      {"migrate", cli::run_migrate},     {"campaign", cli::run_campaign},
+      {"import", cli::run_import},       {"generate", cli::run_generate},
+      {"claim", cli::run_claim},         {"claim-batch", cli::run_claim_batch},
+      {"stats", cli::run_stats},         {"story", cli::run_story},
+  };
+  return k_commands;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace voucherd;
+  // Fail fast when the database is unreachable, unless the caller chose a timeout.
+  setenv("PGCONNECT_TIMEOUT", "5", /*overwrite=*/0);
+  if (argc < 2) {
+    std::fputs(k_usage, stderr);
+    return k_exit_usage;
+  }
+  const std::string name = argv[1];
+  if (name == "--help" || name == "-h" || name == "help") {
+    std::fputs(k_usage, stdout);
+    return k_exit_ok;
+  }
+  auto it = commands().find(name);
+  if (it == commands().end()) {
+    std::fprintf(stderr, "voucherd: unknown command '%s'\n\n%s", name.c_str(), k_usage);
+    return k_exit_usage;
+  }
+  try {
+    return it->second(cli::args(argv + 2, argv + argc));
+  } catch (const std::exception& e) {
+    const auto kind = classify(e);
+    cli::say(fmt::format("{} error: {}", to_string(kind), e.what()));
+    return exit_code_for(kind);
+  }
+}

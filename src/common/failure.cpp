@@ -1,0 +1,45 @@
+#include "common/failure.hpp"
+
+#include <pqxx/except>
+
+namespace voucherd {
+
+int exit_code_for(failure_kind kind) {
+  switch (kind) {
+    case failure_kind::usage: return k_exit_usage;
+    case failure_kind::rejected: return k_exit_rejected;
+    case failure_kind::transient: return k_exit_transient;
+    case failure_kind::internal: return k_exit_internal;
+  }
+  return k_exit_internal;
+}
+
+const char* to_string(failure_kind kind) {
+  switch (kind) {
+    case failure_kind::usage: return "usage";
+    case failure_kind::rejected: return "rejected";
+    case failure_kind::transient: return "transient";
+    case failure_kind::internal: return "internal";
+  }
+  return "internal";
+}
+
+failure_kind classify_sqlstate(const std::string& s) {
+  if (s.size() != 5) return failure_kind::internal;
+  const std::string cls = s.substr(0, 2);
+  if (cls == "08" || cls == "40" || cls == "53" || cls == "57" || cls == "58")
+    return failure_kind::transient;  // connection, rollback, resources, operator intervention, system
+  if (cls == "22" || cls == "23") return failure_kind::rejected;
+  return failure_kind::internal;
+}
+
+failure_kind classify(const std::exception& e) {
+  if (auto* own = dynamic_cast<const voucherd_error*>(&e)) return own->kind();
+  if (dynamic_cast<const pqxx::broken_connection*>(&e)) return failure_kind::transient;
+  if (dynamic_cast<const pqxx::in_doubt_error*>(&e)) return failure_kind::transient;
+  if (dynamic_cast<const pqxx::transaction_rollback*>(&e)) return failure_kind::transient;
+  if (auto* sql = dynamic_cast<const pqxx::sql_error*>(&e)) return classify_sqlstate(sql->sqlstate());
+  return failure_kind::internal;
+}
+
+}  // namespace voucherd

@@ -1,0 +1,45 @@
+#pragma once
+// Failures are typed once, at the boundary, into the few kinds a caller can act
+// on. Exit statuses (sysexits) and HTTP statuses derive from this one map.
+#include <stdexcept>
+#include <string>
+
+namespace voucherd {
+
+enum class failure_kind {
+  usage,      // the call itself is wrong: fix the call            (exit 64)
+  rejected,   // bad input, unknown or inactive campaign: dead-letter (exit 65)
+  transient,  // database/Redis unreachable, retries exhausted: retry later (exit 75)
+  internal,   // a bug or an unexpected server error                (exit 70)
+};
+
+inline constexpr int k_exit_ok = 0;
+inline constexpr int k_exit_sold_out = 3;
+inline constexpr int k_exit_usage = 64;
+inline constexpr int k_exit_rejected = 65;
+inline constexpr int k_exit_internal = 70;
+inline constexpr int k_exit_transient = 75;
+
+int exit_code_for(failure_kind kind);
+const char* to_string(failure_kind kind);
+
+class voucherd_error : public std::runtime_error {
+ public:
+  voucherd_error(failure_kind kind, const std::string& what)
+      : std::runtime_error{what}, kind_{kind} {}
+  failure_kind kind() const noexcept { return kind_; }
+
+ private:
+  failure_kind kind_;
+};
+
+// Maps any exception (libpqxx, hiredis wrappers, our own) to a failure kind.
+// Connection loss, serialization failures, deadlocks, server shutdown and
+// "too many connections" are transient; constraint and data errors are
+// rejected; everything else is internal.
+failure_kind classify(const std::exception& e);
+
+// The SQLSTATE-based part of classify(), usable on a raw libpq error code.
+failure_kind classify_sqlstate(const std::string& sqlstate);
+
+}  // namespace voucherd

@@ -1,0 +1,31 @@
+#include "db/session.hpp"
+
+#include <regex>
+
+#include <fmt/format.h>
+
+#include "common/failure.hpp"
+#include "sql_catalog.hpp"
+
+namespace voucherd {
+
+db_session::db_session(const std::string& url) {
+  try {
+    conn_ = std::make_unique<pqxx::connection>(url);
+  } catch (const pqxx::broken_connection& e) {
+    std::string why = e.what();
+    while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
+    throw voucherd_error{failure_kind::transient,
+                         fmt::format("cannot connect to the database: {}", why)};
+  }
+  for (const sql_statement* s : sql::all()) conn_->prepare(s->name_str(), s->text_str());
+}
+
+std::string redact_url(const std::string& url) {
+  static const std::regex k_uri_password{R"(^(\w+://[^:/@]*:)[^@]*@)"};
+  static const std::regex k_kv_password{R"((password\s*=\s*)('[^']*'|\S+))"};
+  std::string out = std::regex_replace(url, k_uri_password, "$1***@");
+  return std::regex_replace(out, k_kv_password, "$1***");
+}
+
+}  // namespace voucherd

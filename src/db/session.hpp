@@ -1,0 +1,37 @@
+#pragma once
+// One database connection with every statement of sql/ prepared under its
+// stable name. Connection settings come from a URL, or, when it is empty, from
+// libpq's own PG* environment variables (PGPASSWORD, PGPASSFILE, ...), so a
+// password never has to appear on a command line or in a log.
+#include <memory>
+#include <string>
+
+#include <pqxx/connection>
+#include <pqxx/transaction>
+
+#include "db/sql_statement.hpp"
+
+namespace voucherd {
+
+class db_session {
+ public:
+  // Throws voucherd_error(transient) when the server cannot be reached.
+  explicit db_session(const std::string& url);
+
+  pqxx::connection& conn() { return *conn_; }
+  bool is_open() const { return conn_ && conn_->is_open(); }
+
+ private:
+  std::unique_ptr<pqxx::connection> conn_;
+};
+
+// The URL with any password replaced by "***", for messages and logs.
+std::string redact_url(const std::string& url);
+
+// Executes a catalog statement by its prepared name.
+template <typename... Args>
+pqxx::result exec(pqxx::transaction_base& txn, const sql_statement& statement, Args&&... args) {
+  return txn.exec_prepared(statement.name_str(), std::forward<Args>(args)...);
+}
+
+}  // namespace voucherd

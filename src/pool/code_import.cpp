@@ -1,0 +1,183 @@
+#include "pool/code_import.hpp"
+
+#include <unordered_map>
+#include <unordered_set>
+
+#include <fmt/format.h>
+#include <pqxx/stream_to>
+#include <pqxx/pqxx>
+
+#include "common/failure.hpp"
+#include "db/session.hpp"
+#include "pool/campaign.hpp"
+#include "pool/code_generator.hpp"
+#include "sql_catalog.hpp"
+
+namespace voucherd {
+
+std::optional<std::string> code_problem(std::string_view code) {
+  if (code.empty()) return "empty line (no code)";
+  if (code.size() > k_max_code_length)
+    return fmt::format("code is {} characters long; at most {} are allowed", code.size(), k_max_code_length);
+  for (char c : code) {
+    if (c == ' ' || c == '\t') return "code contains a space";
+    if (c < '!' || c > '~') return "code contains a character that is not printable ASCII";
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+// Splits one CSV record (RFC 4180 quoting, no embedded newlines).
+std::vector<std::string> split_csv(std::string_view line) {
+  std::vector<std::string> fields(1);
+  bool quoted = false;
+  for (std::size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (quoted) {
+      if (c == '"' && i + 1 < line.size() && line[i + 1] == '"') { fields.back() += '"'; ++i; }
+      else if (c == '"') quoted = false;
+      else fields.back() += c;
+    } else if (c == '"') {
+      quoted = true;
+    } else if (c == ',') {
+      fields.emplace_back();
+    } else {
+      fields.back() += c;
+    }
+  }
+  return fields;
+}
+
+std::string trimmed(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return std::string{s};
+}
+
+// The column holding the code when the first line is a CSV header with a
+// `code` column; nullopt for a plain one-code-per-line file.
+std::optional<std::size_t> code_column(std::string_view first_line) {
+  const auto fields = split_csv(first_line);
+  for (std::size_t i = 0; i < fields.size(); ++i)
+    if (trimmed(fields[i]) == "code") return i;
+  return std::nullopt;
+}
+
+class error_list {
+ public:
+  explicit error_list(import_report& report) : report_{report} {}
+  void add(std::size_t line, std::string message) {
+    if (report_.errors.size() < k_max_reported_errors) report_.errors.push_back({line, std::move(message)});
+    ++report_.error_count;
+  }
+
+ private:
+  import_report& report_;
+};
+
+std::int64_t commit_stage(pqxx::work& txn, std::int64_t campaign_id) {
+  return exec(txn, sql::import_commit_stage, campaign_id)[0][0].as<std::int64_t>();
+}
+
+}  // namespace
+
+import_report import_codes(pqxx::connection& conn, const std::string& campaign, std::istream& in,
+                           const progress_fn& progress) {
+  import_report report;
+  error_list errors{report};
+  pqxx::work txn{conn};
+  const auto campaign_id = lock_campaign_for_import(txn, campaign);
+  exec(txn, sql::import_stage_create);
+
+  std::unordered_map<std::string, std::size_t> first_line_of;
+  {
+    pqxx::stream_to stage{txn, "import_stage", std::vector<std::string>{"line", "code"}};
+    std::optional<std::size_t> csv_column;
+    std::string line;
+    for (std::size_t n = 1; std::getline(in, line); ++n) {
+      report.lines = n;
+      if (progress && n % k_progress_every_lines == 0) progress(n);
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (n == 1 && (csv_column = code_column(line))) continue;  // the header
+      std::string code = line;
+      if (csv_column) {
+        auto fields = split_csv(line);
+        if (*csv_column >= fields.size()) {
+          errors.add(n, fmt::format("CSV line has {} fields; the code is field {}", fields.size(), *csv_column + 1));
+          continue;
+        }
+        code = trimmed(fields[*csv_column]);
+      }
+      if (auto problem = code_problem(code)) {
+        errors.add(n, *problem);
+        continue;
+      }
+      auto [it, fresh] = first_line_of.emplace(code, n);
+      if (!fresh) {
+        errors.add(n, fmt::format("duplicate code {} (first on line {})", code, it->second));
+        continue;
+      }
+      if (report.error_count == 0) stage << std::make_tuple(static_cast<std::int64_t>(n), code);
+    }
+    stage.complete();
+  }
+  if (in.bad()) throw voucherd_error{failure_kind::usage, "error reading the code file"};
+  if (report.lines == 0 || (report.lines == 1 && first_line_of.empty() && report.error_count == 0))
+    errors.add(1, "the file has no codes");
+  if (report.ok()) {
+    for (const auto& row : exec(txn, sql::import_conflicts, campaign_id))
+      errors.add(row[0].as<std::size_t>(),
+                 fmt::format("code {} is already in campaign {}", row[1].as<std::string>(), campaign));
+  }
+  if (!report.ok()) {
+    txn.abort();
+    return report;
+  }
+  report.added = commit_stage(txn, campaign_id);
+  txn.commit();
+  return report;
+}
+
+std::int64_t generate_codes(pqxx::connection& conn, const std::string& campaign, std::int64_t count,
+                            std::size_t length, const progress_fn& progress) {
+  pqxx::work txn{conn};
+  const auto campaign_id = lock_campaign_for_import(txn, campaign);
+  exec(txn, sql::import_stage_create);
+
+  std::unordered_set<std::string> made;
+  std::int64_t next_line = 1;
+  auto stage_fresh_codes = [&](std::int64_t how_many) {
+    pqxx::stream_to stage{txn, "import_stage", std::vector<std::string>{"line", "code"}};
+    for (std::int64_t i = 0; i < how_many;) {
+      auto code = random_code(length);
+      if (!made.insert(code).second) continue;
+      stage << std::make_tuple(next_line++, code);
+      ++i;
+      if (progress && next_line % static_cast<std::int64_t>(k_progress_every_lines) == 0)
+        progress(static_cast<std::size_t>(next_line));
+    }
+    stage.complete();
+  };
+  stage_fresh_codes(count);
+  // Replace codes that the campaign has already (rare: 27^8 possible codes).
+  for (int round = 0;; ++round) {
+    auto conflicts = exec(txn, sql::import_conflicts, campaign_id);
+    if (conflicts.empty()) break;
+    if (round == 20)
+      throw voucherd_error{failure_kind::rejected,
+                           fmt::format("cannot find unused codes of length {}; use a longer --length", length)};
+    std::string lines;
+    for (const auto& row : conflicts) {
+      if (!lines.empty()) lines += ',';
+      lines += row[0].c_str();
+    }
+    exec(txn, sql::import_drop_staged, lines);
+    stage_fresh_codes(static_cast<std::int64_t>(conflicts.size()));
+  }
+  const auto added = commit_stage(txn, campaign_id);
+  txn.commit();
+  return added;
+}
+
+}  // namespace voucherd
