@@ -1,0 +1,72 @@
+#pragma once
+// Test fixtures: each test owns a fresh database on the throwaway server that
+// scripts/test started (VOUCHERD_TEST_ADMIN_URL), and can run the real
+// voucherd binary as a subprocess.
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <pqxx/pqxx>
+
+namespace voucherd::test {
+
+// postgresql://postgres@127.0.0.1:PORT/postgres, from the environment.
+std::string admin_url();
+
+// A database created for one test (named vd_<random>), migrated unless told
+// otherwise, dropped (with its connections) when the object dies.
+class test_database {
+ public:
+  explicit test_database(bool migrate = true);
+  ~test_database();
+  test_database(const test_database&) = delete;
+  test_database& operator=(const test_database&) = delete;
+
+  const std::string& url() const { return url_; }
+  const std::string& name() const { return name_; }
+  std::unique_ptr<pqxx::connection> connect() const;
+
+  // One value of a query (parameterless, test-only SQL), as text ("" for NULL).
+  std::string scalar(const std::string& query) const;
+  std::int64_t count(const std::string& query) const;
+
+  // Creates a campaign holding `codes` codes named <prefix>00001.. (prefix
+  // defaults to the campaign name upper-cased and cut to 8 characters).
+  void make_campaign(const std::string& campaign, int codes) const;
+
+ private:
+  std::string name_;
+  std::string url_;
+};
+
+struct run_result {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+// Runs build/voucherd with args (and DATABASE_URL unset unless given in env);
+// feeds `input` on stdin; waits and captures stdout/stderr.
+run_result run_voucherd(const std::vector<std::string>& args, const std::string& input = {},
+                        const std::map<std::string, std::string>& env = {});
+
+// Starts voucherd without waiting; returns the pid. Output goes to the files
+// given (or /dev/null when empty).
+int spawn_voucherd(const std::vector<std::string>& args, const std::string& stdout_path = {},
+                   const std::string& stderr_path = {}, const std::map<std::string, std::string>& env = {});
+// Waits for a spawned process; returns its exit code (128+signal if killed).
+int wait_exit(int pid);
+
+// Lines of a text, without the trailing empty one.
+std::vector<std::string> lines_of(const std::string& text);
+
+// Audits I1-I3 of one campaign from the database; returns one message per
+// violation found (empty = all hold):
+//  - a user owning more than one voucher of the campaign (I2)
+//  - an owner without exactly one outbox row for (voucher, owner) (I3)
+//  - an outbox row for a user who does not own that voucher (I1/I3)
+std::vector<std::string> audit_campaign(pqxx::connection& conn, const std::string& campaign);
+
+}  // namespace voucherd::test
