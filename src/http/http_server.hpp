@@ -1,0 +1,83 @@
+#pragma once
+// The HTTP surface of `voucherd worker --http ADDR:PORT` (SPEC section 5), on
+// Boost.Beast, running on the caller's io_context:
+//
+//   POST /v1/claims   body = one queue message ({"user_id": ..., "campaign": ...,
+//                     "message_id": ...}); reply = the outcome JSON.
+//                     200 claimed/already_claimed, 409 sold_out, 422 rejected,
+//                     400 malformed, 413 body > k_max_body_bytes, 503 transient,
+//                     500 internal. The map lives in one function, http_status_for().
+//   GET  /healthz     200 while the process serves requests.
+//   GET  /readyz      200 when the readiness probe says ready (database reachable), else 503.
+//   GET  /metrics     Prometheus text (content-type text/plain; version=0.0.4).
+//
+// The server parses HTTP only; what a message means is the claim_handler's job
+// (the worker wires the real claim path). Each connection has a deadline
+// (k_request_timeout per request, idle keep-alive included), so a slow or
+// silent client cannot hold a connection open.
+//
+// Binding: loopback only unless allow_non_loopback is true; start() throws
+// voucherd_error(usage) for a malformed address or a refused one.
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <boost/asio/io_context.hpp>
+
+#include "claim/claim_outcome.hpp"
+#include "common/failure.hpp"
+#include "common/metrics.hpp"
+
+namespace voucherd {
+
+// What the claim path answered for one POST /v1/claims.
+//  - outcome set: the claim's outcome (claimed, already_claimed, sold_out, rejected);
+//  - malformed: the body is not a usable message (bad JSON, not an object); error says why;
+//  - failure set: the claim could not run (transient: retry later; internal: a bug); error says why.
+struct claim_reply {
+  std::optional<claim_outcome> outcome;
+  bool malformed = false;
+  std::optional<failure_kind> failure;
+  std::string error;
+};
+
+// Called with the request body; must call done exactly once, on the
+// io_context's thread (post to it when the claim ran elsewhere).
+using claim_handler = std::function<void(std::string body, std::function<void(claim_reply)> done)>;
+// Called for GET /readyz; must call its argument exactly once, on the io_context's thread.
+using readiness_probe = std::function<void(std::function<void(bool ready)>)>;
+
+// The one map from a claim reply to an HTTP status (see the table above).
+unsigned http_status_for(const claim_reply& reply);
+
+class http_server {
+ public:
+  static constexpr std::size_t k_max_body_bytes = 64 * 1024;
+  static constexpr std::chrono::seconds k_request_timeout{30};
+
+  // listen = "HOST:PORT", e.g. "127.0.0.1:8080"; PORT 0 picks a free port
+  // (read it back with port()). HOST is an IP address or "localhost".
+  http_server(boost::asio::io_context& io, const std::string& listen, claim_handler on_claim,
+              readiness_probe probe, metrics& registry, bool allow_non_loopback = false);
+  ~http_server();
+  http_server(const http_server&) = delete;
+  http_server& operator=(const http_server&) = delete;
+
+  // Binds and starts accepting. Throws voucherd_error(usage) for a bad or
+  // non-loopback address (unless allowed), voucherd_error(transient) when the
+  // port cannot be bound.
+  void start();
+  // Stops accepting and closes open connections; returns at once. Safe to
+  // call from any thread, and more than once.
+  void stop();
+  // The bound port (after start()).
+  unsigned short port() const;
+
+ private:
+  struct impl;
+  std::shared_ptr<impl> impl_;
+};
+
+}  // namespace voucherd

@@ -1,0 +1,121 @@
+#pragma once
+// The outbox dispatcher: step 4 of the story (SPEC section 6). The claim
+// transaction writes a notification_outbox row; this drains those rows and
+// hands each to a sink (log, webhook, redis).
+//
+// How a pass works (sql/outbox_*.sql):
+//  1. take: one short transaction picks up to batch_size due rows
+//     (status 'pending', next_attempt_at <= now()) with FOR UPDATE SKIP LOCKED,
+//     so any number of dispatchers (one per worker, plus `voucherd notify`)
+//     share the outbox without waiting on each other, and leases them by
+//     pushing next_attempt_at forward by the lease. No transaction stays open
+//     while a sink is called: a slow webhook must not hold back vacuum.
+//  2. deliver: each row goes to the sink, one at a time.
+//  3. mark: accepted -> status 'sent', sent_at; refused -> attempts + 1,
+//     last_error, next_attempt_at = now() + backoff, where backoff is
+//     min(backoff_cap, backoff_base * 2^(attempts-1)) with +-jitter (a
+//     fraction of it); after max_attempts attempts -> status 'failed'
+//     (`voucherd stats` shows it as outbox_failed). A mark applies only while
+//     the row is still pending with the attempts count it was taken with, so
+//     a dispatcher whose lease ran out cannot overwrite another's result.
+//
+// Delivery is at-least-once. The window: the sink accepted a notification
+// but the dispatcher died (or lost the database) before marking it sent; the
+// lease expires and the row is delivered again. Every delivery carries the
+// row's idempotency_key (stable per voucher and user), so a receiver that
+// drops repeated keys sees each notification exactly once in effect (I3).
+//
+// A lost database connection is reopened with capped exponential backoff and
+// jitter; the dispatcher never exits on a transient fault.
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "common/metrics.hpp"
+
+namespace voucherd {
+
+enum class notify_sink_kind { log, webhook, redis };
+
+inline constexpr const char* k_default_notify_stream = "voucherd:notifications";
+
+// Defaults as named constants; filled by parse_notify_option() and flags.
+struct notify_config {
+  static constexpr int k_default_max_attempts = 5;
+  static constexpr std::chrono::milliseconds k_default_backoff_base{1000};
+  static constexpr std::chrono::milliseconds k_default_backoff_cap{5 * 60 * 1000};
+  static constexpr double k_default_jitter = 0.2;  // +-20% of each backoff
+  static constexpr std::chrono::milliseconds k_default_webhook_timeout{5000};
+  static constexpr std::chrono::milliseconds k_default_poll_interval{500};
+  static constexpr std::size_t k_default_batch_size = 100;
+
+  notify_sink_kind sink = notify_sink_kind::log;
+  // log: one JSON object per line on stderr, in the worker's log format
+  //   {"level":"info","time":...,"message":"notification","idempotency_key":...,
+  //    "user_id":...,"code":...,"campaign":...,"voucher_id":...}
+  // (stderr, because stdout carries the outcome lines of `worker --source stdin`).
+  std::string webhook_url;  // webhook: http://HOST[:PORT][/PATH] (plain HTTP/1.1)
+  std::string redis_url;    // redis: redis://HOST[:PORT]
+  std::string redis_stream = k_default_notify_stream;
+
+  int max_attempts = k_default_max_attempts;  // >= 1; then the row ends 'failed'
+  std::chrono::milliseconds backoff_base = k_default_backoff_base;
+  std::chrono::milliseconds backoff_cap = k_default_backoff_cap;
+  double jitter = k_default_jitter;  // 0..1
+  std::chrono::milliseconds webhook_timeout = k_default_webhook_timeout;  // connect + request + response
+  std::chrono::milliseconds poll_interval = k_default_poll_interval;      // idle wait between passes
+  std::size_t batch_size = k_default_batch_size;                         // 1..1000
+
+  // Throws voucherd_error(usage) naming the bad field.
+  void validate() const;
+};
+
+// notify = "log" | "webhook:URL" | "redis"; redis_url is used by "redis"
+// (default redis://127.0.0.1:6379 when empty). Throws voucherd_error(usage)
+// with a precise message (unknown sink, missing or non-http URL, ...).
+notify_config parse_notify_option(const std::string& notify, const std::string& redis_url);
+
+class notification_sink;
+
+class outbox_dispatcher {
+ public:
+  outbox_dispatcher(std::string database_url, notify_config config, metrics& registry);
+  ~outbox_dispatcher();  // stop()s
+  outbox_dispatcher(const outbox_dispatcher&) = delete;
+  outbox_dispatcher& operator=(const outbox_dispatcher&) = delete;
+
+  // Runs passes on its own thread until stop(): after a pass that found
+  // nothing due it waits poll_interval (or until stop()).
+  void start();
+  // Finishes the in-flight delivery (and marks it), then returns. Idempotent.
+  void stop();
+
+  // One pass, on the calling thread: delivers every notification that is due
+  // when the pass starts, each at most once per pass (a failed one waits for
+  // its backoff and a later pass). Returns the number of delivery attempts
+  // made. Throws on a database failure (start()'s loop retries those).
+  std::size_t drain_once();
+
+ private:
+  void run();
+  std::size_t pass(const std::atomic<bool>* stop_requested);
+
+  std::string database_url_;
+  notify_config config_;
+  metrics& metrics_;
+  std::unique_ptr<notification_sink> sink_;
+  struct connection;
+  std::unique_ptr<connection> db_;
+
+  std::thread thread_;
+  std::atomic<bool> stopping_{false};
+  std::mutex wake_mutex_;
+  std::condition_variable wake_;
+};
+
+}  // namespace voucherd
