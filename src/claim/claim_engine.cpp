@@ -23,21 +23,23 @@ bool worth_retrying(const pqxx::sql_error& e) {
 }
 
 template <typename Body>
-auto with_retries(Body&& body) -> decltype(body()) {
+auto with_retries(Body&& body, int max_attempts = k_max_claim_attempts) -> decltype(body()) {
   for (int attempt = 1;; ++attempt) {
     try {
       return body();
     } catch (const pqxx::sql_error& e) {
       if (!worth_retrying(e)) throw;
-      if (attempt >= k_max_claim_attempts)
+      if (attempt >= max_attempts)
         throw voucherd_error{failure_kind::transient,
                              fmt::format("claim retried {} times: {}", attempt, e.what())};
     }
   }
 }
 
-claim_outcome outcome_from(const claim_request& r, const std::string& status,
-                           const pqxx::field& voucher_id, const pqxx::field& code) {
+}  // namespace
+
+claim_outcome outcome_from_row(const claim_request& r, std::string_view status,
+                               std::optional<std::int64_t> voucher_id, std::string_view code) {
   claim_outcome o;
   o.campaign = r.campaign;
   o.user_id = r.user_id;
@@ -50,10 +52,23 @@ claim_outcome outcome_from(const claim_request& r, const std::string& status,
     o.reason = k_sold_out;
   } else {
     o.status = status == "claimed" ? claim_status::claimed : claim_status::already_claimed;
-    o.voucher_id = voucher_id.as<std::int64_t>();
-    o.code = code.as<std::string>();
+    o.voucher_id = voucher_id;
+    o.code = std::string{code};
   }
   return o;
+}
+
+claim_outcome unknown_campaign_outcome(const claim_request& r) {
+  return rejected_outcome(r.campaign, r.user_id, k_unknown_campaign, r.message_id);
+}
+
+namespace {
+
+claim_outcome outcome_from(const claim_request& r, const std::string& status,
+                           const pqxx::field& voucher_id, const pqxx::field& code) {
+  const bool owns = status == "claimed" || status == "already_claimed";
+  return outcome_from_row(r, status, owns ? std::optional{voucher_id.as<std::int64_t>()} : std::nullopt,
+                          owns ? code.as<std::string>() : std::string{});
 }
 
 }  // namespace
@@ -66,7 +81,7 @@ claim_outcome claim_engine::claim(const claim_request& r) {
     txn.commit();
     return rows;
   });
-  if (res.empty()) return rejected_outcome(r.campaign, r.user_id, k_unknown_campaign, r.message_id);
+  if (res.empty()) return unknown_campaign_outcome(r);
   const auto row = res[0];
   const auto status = row["status"].as<std::string>();
   auto outcome = outcome_from(r, status, row["voucher_id"], row["code"]);
@@ -101,16 +116,28 @@ std::vector<claim_outcome> claim_engine::claim_batch(std::span<const claim_reque
   }
   if (valid.empty()) return out;
 
-  auto res = with_retries([&] {
-    pqxx::work txn{db_.conn()};
-    auto rows = exec(txn, sql::claim_batch, campaign, users, messages);
-    txn.commit();
-    return rows;
-  });
+  pqxx::result res;
+  try {
+    res = with_retries(
+        [&] {
+          pqxx::work txn{db_.conn()};
+          auto rows = exec(txn, sql::claim_batch, campaign, users, messages);
+          txn.commit();
+          return rows;
+        },
+        k_max_batch_attempts);
+  } catch (const voucherd_error& e) {
+    if (e.kind() != failure_kind::transient) throw;
+    // Users of this batch keep being claimed elsewhere at the same moment
+    // (each attempt aborts on voucher_item_owner_key): claim them one by one,
+    // each with its own retries, so the batch still converges.
+    for (auto i : valid) out[i] = claim(requests[i]);
+    return out;
+  }
   if (res.empty()) {
     for (auto i : valid) {
       const auto& r = requests[i];
-      out[i] = rejected_outcome(r.campaign, r.user_id, k_unknown_campaign, r.message_id);
+      out[i] = unknown_campaign_outcome(r);
     }
     return out;
   }
@@ -132,8 +159,8 @@ std::vector<claim_outcome> claim_engine::claim_batch(std::span<const claim_reque
   return out;
 }
 
-void claim_engine::after_claim(std::int64_t campaign_id, std::int64_t free_from,
-                               std::int64_t highest_claimed, bool saw_sold_out) {
+bool free_mark_policy::should_advance(std::int64_t campaign_id, std::int64_t free_from,
+                                      std::int64_t highest_claimed, bool saw_sold_out) {
   bool advance = highest_claimed - free_from > k_free_mark_gap;
   if (saw_sold_out) {
     // A sold-out claim walked from the mark to the end of the pool; move the
@@ -145,7 +172,12 @@ void claim_engine::after_claim(std::int64_t campaign_id, std::int64_t free_from,
       advance = true;
     }
   }
-  if (!advance) return;
+  return advance;
+}
+
+void claim_engine::after_claim(std::int64_t campaign_id, std::int64_t free_from,
+                               std::int64_t highest_claimed, bool saw_sold_out) {
+  if (!free_mark_.should_advance(campaign_id, free_from, highest_claimed, saw_sold_out)) return;
   try {
     advance_free_mark(db_.conn(), campaign_id);
   } catch (const std::exception&) {

@@ -13,7 +13,9 @@
 //    committed is then unknown, and re-running it is safe (already_claimed).
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <span>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -24,10 +26,33 @@
 namespace voucherd {
 
 inline constexpr int k_max_claim_attempts = 5;
+// A batch that keeps colliding with concurrent claims of its users falls back
+// to one claim per user after this many attempts.
+inline constexpr int k_max_batch_attempts = 3;
 // How far a claim may land past its campaign's free_from mark before the
 // claimer moves the mark up (sql/advance_free_mark.sql). Bounds the dead index
 // entries a claim walks over to about one B-tree page.
 inline constexpr std::int64_t k_free_mark_gap = 256;
+
+// The pure part of a claim, shared by this blocking engine and the worker's
+// asynchronous claimers: how one result row of claim_one/claim_batch (its
+// status text, voucher_id and code) becomes an outcome.
+claim_outcome outcome_from_row(const claim_request& request, std::string_view status,
+                               std::optional<std::int64_t> voucher_id, std::string_view code);
+// The outcome when the statement returned no row: the campaign does not exist.
+claim_outcome unknown_campaign_outcome(const claim_request& request);
+
+// When a claimer should move its campaign's free_from mark up: after a claim
+// landed more than k_free_mark_gap past it, or (at most once a second per
+// campaign) after a sold-out claim walked to the end of the pool.
+class free_mark_policy {
+ public:
+  bool should_advance(std::int64_t campaign_id, std::int64_t free_from, std::int64_t highest_claimed,
+                      bool saw_sold_out);
+
+ private:
+  std::unordered_map<std::int64_t, std::chrono::steady_clock::time_point> last_sold_out_advance_;
+};
 
 class claim_engine {
  public:
@@ -46,7 +71,7 @@ class claim_engine {
                    bool saw_sold_out);
 
   db_session& db_;
-  std::unordered_map<std::int64_t, std::chrono::steady_clock::time_point> last_sold_out_advance_;
+  free_mark_policy free_mark_;
 };
 
 // Moves a campaign's free_from mark up to its first free voucher, unless

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "claim/claim_engine.hpp"
+#include "claim/claim_strategy.hpp"
 #include "cli/commands.hpp"
 #include "common/failure.hpp"
 #include "db/session.hpp"
@@ -13,7 +14,8 @@
 namespace voucherd::cli {
 
 int run_claim(const args& a) {
-  std::string url_flag;
+  std::string url_flag, strategy{k_default_strategy}, redis_nodes;
+  long release_delay_ms = 5, lock_ttl_ms = 1000;
   claim_request request;
   po::options_description desc{
       "voucherd claim: give one user one voucher and print the outcome.\n"
@@ -23,9 +25,23 @@ int run_claim(const args& a) {
   desc.add_options()
       ("campaign", po::value(&request.campaign)->required(), "campaign name")
       ("user", po::value(&request.user_id)->required(), "user id (1..128 printable characters)")
-      ("message-id", po::value(&request.message_id), "queue message id; its outcome is recorded once");
+      ("message-id", po::value(&request.message_id), "queue message id; its outcome is recorded once")
+      ("strategy", po::value(&strategy)->default_value(strategy),
+       "skip-locked (default) | naive | redlock | redlock-delay | redlock-global; "
+       "all but skip-locked exist only for comparison (SPEC section 7)")
+      ("redis-nodes", po::value(&redis_nodes), "Redlock nodes: redis://host:port,... (redlock* strategies)")
+      ("release-delay-ms", po::value(&release_delay_ms)->default_value(release_delay_ms),
+       "redlock-delay: keep the lock this long after the write")
+      ("lock-ttl-ms", po::value(&lock_ttl_ms)->default_value(lock_ttl_ms), "Redlock TTL");
   po::variables_map vm;
-  if (!parse(a, "voucherd claim --campaign NAME --user ID [--message-id M]", desc, {}, vm)) return k_exit_ok;
+  if (!parse(a, "voucherd claim --campaign NAME --user ID [--message-id M] [--strategy S]", desc, {}, vm))
+    return k_exit_ok;
+  if (release_delay_ms < 0 || lock_ttl_ms < 1)
+    throw voucherd_error{failure_kind::usage, "--release-delay-ms must be >= 0 and --lock-ttl-ms >= 1"};
+  strategy_options options;
+  options.redis_nodes = parse_redis_nodes(redis_nodes);
+  options.release_delay = std::chrono::milliseconds{release_delay_ms};
+  options.lock_ttl = std::chrono::milliseconds{lock_ttl_ms};
   // Bad input is answered before connecting: it must not depend on, or touch, the database.
   if (auto problem = request_problem(request)) {
     const auto outcome = rejected_outcome(request.campaign, request.user_id, *problem, request.message_id);
@@ -33,8 +49,8 @@ int run_claim(const args& a) {
     return exit_code_for(outcome);
   }
   db_session db{resolve_common(url_flag).database_url};
-  claim_engine engine{db};
-  const auto outcome = engine.claim(request);
+  const auto claimer = make_strategy(strategy, db, options);
+  const auto outcome = claimer->claim(request);
   print_line(to_json_line(outcome));
   return exit_code_for(outcome);
 }

@@ -15,6 +15,7 @@
 
 #include "db/migrator.hpp"
 #include "db/migration_file.hpp"
+#include "db/session.hpp"
 
 extern char** environ;
 
@@ -48,8 +49,8 @@ test_database::test_database(bool migrate) {
   tx.exec("CREATE DATABASE " + tx.quote_name(name_));
   url_ = url_with_db(admin_url(), name_);
   if (migrate) {
-    pqxx::connection c{url_};
-    apply_migrations(c, embedded_migrations());
+    db_session session{url_};
+    apply_migrations(session.conn(), embedded_migrations());
   }
 }
 
@@ -230,6 +231,16 @@ std::vector<std::string> audit_campaign(pqxx::connection& conn, const std::strin
     problems.push_back(fmt::format("I1/I3: user {} was told voucher {} but does not own it", r[0].c_str(),
                                    r[1].c_str()));
   return problems;
+}
+
+}  // namespace voucherd::test
+
+namespace voucherd::test {
+
+std::string describe(const std::vector<std::string>& problems) {
+  std::string out = fmt::format("{} problem(s)", problems.size());
+  for (std::size_t i = 0; i < problems.size() && i < 10; ++i) out += "\n  " + problems[i];
+  return out;
 }
 
 }  // namespace voucherd::test

@@ -69,4 +69,7 @@ std::vector<std::string> lines_of(const std::string& text);
 //  - an outbox row for a user who does not own that voucher (I1/I3)
 std::vector<std::string> audit_campaign(pqxx::connection& conn, const std::string& campaign);
 
+// The problems of an audit, one per line, for a check's message.
+std::string describe(const std::vector<std::string>& problems);
+
 }  // namespace voucherd::test

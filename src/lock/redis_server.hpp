@@ -1,0 +1,46 @@
+#pragma once
+// A throwaway redis-server process on a free loopback port, for the race lab
+// and the Redlock tests: no persistence, stopped (SIGTERM, then reaped) when
+// the object goes away. Only ever signals the process it started itself.
+#include <sys/types.h>
+
+#include <chrono>
+#include <memory>
+#include <vector>
+
+#include "lock/redis_node.hpp"
+
+namespace voucherd {
+
+inline constexpr std::chrono::seconds k_redis_start_timeout{10};
+
+class redis_server {
+ public:
+  // Starts `redis-server` (found on PATH) and returns once it answers PING.
+  // Throws voucherd_error(internal) if it cannot be started in time.
+  redis_server();
+  ~redis_server();
+  redis_server(const redis_server&) = delete;
+  redis_server& operator=(const redis_server&) = delete;
+
+  const redis_endpoint& endpoint() const { return endpoint_; }
+  bool running() const { return pid_ > 0; }
+
+  // Kills it hard (SIGKILL) and reaps it: a node that is simply gone.
+  void kill_now();
+  // SIGTERM and reap; a no-op when already stopped.
+  void stop();
+
+ private:
+  void start();
+
+  redis_endpoint endpoint_;
+  pid_t pid_ = -1;
+};
+
+// A free TCP port on 127.0.0.1 (bind to port 0, read it back, close).
+int free_local_port();
+
+std::vector<redis_endpoint> endpoints_of(const std::vector<std::unique_ptr<redis_server>>& servers);
+
+}  // namespace voucherd

@@ -1,0 +1,199 @@
+// The command-line contract of SPEC section 4 and the bad-input table of
+// section 9: every bad input gets its exit code and message, and changes
+// nothing in the database.
+#include <doctest/doctest.h>
+
+#include <fmt/format.h>
+
+#include "common/failure.hpp"
+#include "pool/code_generator.hpp"
+#include "support/test_db.hpp"
+
+using namespace voucherd;
+using namespace voucherd::test;
+
+namespace {
+
+// Everything a bad input must leave alone.
+std::string fingerprint(const test_database& db) {
+  return db.scalar(
+      "SELECT concat_ws('/', (SELECT count(*) FROM campaign), (SELECT count(*) FROM voucher_item), "
+      "(SELECT count(*) FROM voucher_item WHERE user_id IS NOT NULL), (SELECT count(*) FROM notification_outbox), "
+      "(SELECT count(*) FROM message_outcome), "
+      "(SELECT coalesce(string_agg(id || ':' || free_from || ':' || last_voucher_id, ',' ORDER BY id), '') FROM campaign))");
+}
+
+struct bad_case {
+  std::string name;
+  std::vector<std::string> args;
+  std::string input;
+  int exit_code;
+  std::string message;  // expected in stdout or stderr
+};
+
+}  // namespace
+
+TEST_CASE("claim prints the outcome line of SPEC section 4 and exits 0, then 3 when sold out") {
+  test_database db;
+  REQUIRE(run_voucherd({"campaign", "create", "signup", "--database-url", db.url()}).exit_code == 0);
+  auto imp = run_voucherd({"import", "--campaign", "signup", "-", "--database-url", db.url()}, "BV1LN2KJ\n");
+  REQUIRE_MESSAGE(imp.exit_code == 0, imp.err);
+
+  auto r = run_voucherd({"claim", "--campaign", "signup", "--user", "1", "--database-url", db.url()});
+  CHECK_MESSAGE(r.exit_code == 0, r.err);
+  CHECK(r.out == "{\"status\":\"claimed\",\"campaign\":\"signup\",\"user_id\":\"1\",\"voucher_id\":1,\"code\":\"BV1LN2KJ\"}\n");
+
+  r = run_voucherd({"claim", "--campaign", "signup", "--user", "1", "--database-url", db.url()});
+  CHECK_MESSAGE(r.exit_code == 0, r.err);
+  CHECK(r.out == "{\"status\":\"already_claimed\",\"campaign\":\"signup\",\"user_id\":\"1\",\"voucher_id\":1,\"code\":\"BV1LN2KJ\"}\n");
+
+  r = run_voucherd({"claim", "--campaign", "signup", "--user", "2", "--database-url", db.url()});
+  CHECK_MESSAGE(r.exit_code == k_exit_sold_out, r.err);
+  CHECK_MESSAGE(r.out.find("\"status\":\"sold_out\"") != std::string::npos, r.out);
+  CHECK_MESSAGE(r.out.find("\"reason\":") != std::string::npos, r.out);
+  CHECK(db.count("SELECT count(*) FROM notification_outbox") == 1);
+  CHECK(audit_campaign(*db.connect(), "signup").empty());
+}
+
+TEST_CASE("a redelivered message id returns the same code and records one outcome") {
+  test_database db;
+  db.make_campaign("redeliver", 5);
+  for (int i = 0; i < 3; ++i) {
+    auto r = run_voucherd({"claim", "--campaign", "redeliver", "--user", "u-7", "--message-id", "m-1",
+                           "--database-url", db.url()});
+    CHECK_MESSAGE(r.exit_code == 0, r.err);
+    CHECK_MESSAGE(r.out.find("\"code\":\"REDELIVE000001\"") != std::string::npos, r.out);
+    CHECK_MESSAGE(r.out.find("\"message_id\":\"m-1\"") != std::string::npos, r.out);
+  }
+  CHECK(db.count("SELECT count(*) FROM message_outcome WHERE message_id = 'm-1'") == 1);
+  CHECK(db.scalar("SELECT status FROM message_outcome WHERE message_id = 'm-1'") == "claimed");
+  CHECK(db.count("SELECT count(*) FROM voucher_item WHERE user_id = 'u-7'") == 1);
+}
+
+TEST_CASE("bad input gets its exit code and a clear message, and changes nothing") {
+  test_database db;
+  db.make_campaign("live", 3);
+  REQUIRE(run_voucherd({"campaign", "create", "expired", "--starts-at", "2020-01-01T00:00:00Z", "--ends-at",
+                        "2020-02-01T00:00:00Z", "--database-url", db.url()}).exit_code == 0);
+  REQUIRE(run_voucherd({"campaign", "create", "future", "--starts-at", "2999-01-01T00:00:00Z",
+                        "--database-url", db.url()}).exit_code == 0);
+  REQUIRE(run_voucherd({"import", "--campaign", "expired", "-", "--database-url", db.url()}, "OLD1\n").exit_code == 0);
+  REQUIRE(run_voucherd({"import", "--campaign", "future", "-", "--database-url", db.url()}, "NEW1\n").exit_code == 0);
+  const std::string url = db.url();
+  const std::string long_id(129, 'x');
+  const std::string long_code(65, 'C');
+
+  const std::vector<bad_case> cases{
+      {"empty user id", {"claim", "--campaign", "live", "--user", ""}, "", k_exit_rejected, "user id is empty"},
+      {"129-character user id", {"claim", "--campaign", "live", "--user", long_id}, "", k_exit_rejected,
+       "longer than 128 characters"},
+      {"non-UTF-8 user id", {"claim", "--campaign", "live", "--user", "ab\xff\xfe"}, "", k_exit_rejected,
+       "not valid UTF-8"},
+      {"control character in user id", {"claim", "--campaign", "live", "--user", "a\tb"}, "", k_exit_rejected,
+       "control characters"},
+      {"unknown campaign", {"claim", "--campaign", "nope", "--user", "1"}, "", k_exit_rejected, "unknown campaign"},
+      {"campaign name that is not a slug", {"claim", "--campaign", "Bad Name", "--user", "1"}, "", k_exit_rejected,
+       "campaign name"},
+      {"expired campaign", {"claim", "--campaign", "expired", "--user", "1"}, "", k_exit_rejected, "not active"},
+      {"campaign not started", {"claim", "--campaign", "future", "--user", "1"}, "", k_exit_rejected, "not active"},
+      {"missing --user", {"claim", "--campaign", "live"}, "", k_exit_usage, "--user"},
+      {"unknown option", {"claim", "--campaign", "live", "--user", "1", "--frobnicate"}, "", k_exit_usage,
+       "frobnicate"},
+      {"code file with a duplicate", {"import", "--campaign", "live", "-"}, "A1\nB2\nA1\n", k_exit_rejected,
+       "line 3: duplicate code A1 (first on line 1)"},
+      {"code file with an empty line", {"import", "--campaign", "live", "-"}, "A1\n\nB2\n", k_exit_rejected,
+       "line 2: empty line"},
+      {"code file with an over-long code", {"import", "--campaign", "live", "-"}, "A1\n" + long_code + "\n",
+       k_exit_rejected, "line 2: code is 65 characters long"},
+      {"code file with a space in a code", {"import", "--campaign", "live", "-"}, "A 1\n", k_exit_rejected,
+       "line 1: code contains a space"},
+      {"code already in the campaign", {"import", "--campaign", "live", "-"}, "Z9\nLIVE000002\n", k_exit_rejected,
+       "line 2: code LIVE000002 is already in campaign live"},
+      {"import into an unknown campaign", {"import", "--campaign", "nope", "-"}, "A1\n", k_exit_rejected,
+       "unknown campaign"},
+      {"duplicate campaign", {"campaign", "create", "live"}, "", k_exit_rejected, "exists already"},
+      {"inverted campaign window", {"campaign", "create", "inverted", "--starts-at", "2030-01-02", "--ends-at",
+                                    "2030-01-01"}, "", k_exit_rejected, "start before it ends"},
+      {"bad timestamp", {"campaign", "create", "badtime", "--starts-at", "yesterday-ish"}, "", k_exit_rejected,
+       "timestamp"},
+      {"generate with a zero count", {"generate", "--campaign", "live", "--count", "0"}, "", k_exit_usage,
+       "--count"},
+      {"stats of an unknown campaign", {"stats", "--campaign", "nope"}, "", k_exit_rejected, "unknown campaign"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.name);
+    const auto before = fingerprint(db);
+    auto args = c.args;
+    args.insert(args.end(), {"--database-url", url});
+    const auto r = run_voucherd(args, c.input);
+    CHECK_MESSAGE(r.exit_code == c.exit_code, c.name, ": ", r.out, r.err);
+    CHECK_MESSAGE((r.out + r.err).find(c.message) != std::string::npos, c.name, ": ", r.out, r.err);
+    CHECK_MESSAGE(fingerprint(db) == before, c.name, " changed the database");
+  }
+}
+
+TEST_CASE("a database that is down gives exit 75 and a clear message") {
+  // A port nothing listens on: the server is "down".
+  const std::string url = "postgresql://postgres@127.0.0.1:9/postgres";
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"claim", "--campaign", "live", "--user", "1"}, {"migrate"}, {"stats", "--campaign", "live"}}) {
+    auto full = args;
+    full.insert(full.end(), {"--database-url", url});
+    const auto r = run_voucherd(full);
+    CHECK_MESSAGE(r.exit_code == k_exit_transient, args[0], ": ", r.err);
+    CHECK_MESSAGE(r.err.find("cannot connect to the database") != std::string::npos, r.err);
+    CHECK_MESSAGE(r.out.empty(), r.out);
+  }
+}
+
+TEST_CASE("import reads CSV with a code column and reports every bad line") {
+  test_database db;
+  REQUIRE(run_voucherd({"campaign", "create", "csv", "--database-url", db.url()}).exit_code == 0);
+  auto r = run_voucherd({"import", "--campaign", "csv", "-", "--database-url", db.url()},
+                        "batch,code,note\r\n1,AAA1,first\r\n1,\"BBB2\",\"quoted, with comma\"\r\n");
+  CHECK_MESSAGE(r.exit_code == 0, r.err);
+  CHECK(db.scalar("SELECT string_agg(code, ',' ORDER BY id) FROM voucher_item") == "AAA1,BBB2");
+
+  r = run_voucherd({"import", "--campaign", "csv", "-", "--database-url", db.url()}, "C1\n\nC1\nAAA1\n");
+  CHECK(r.exit_code == k_exit_rejected);
+  CHECK_MESSAGE(r.out.find("\"error_count\":2") != std::string::npos, r.out);
+  CHECK_MESSAGE(r.err.find("line 2") != std::string::npos, r.err);
+  CHECK_MESSAGE(r.err.find("line 3") != std::string::npos, r.err);
+  CHECK(db.count("SELECT count(*) FROM voucher_item") == 2);
+}
+
+TEST_CASE("generate adds unique random codes from the unambiguous alphabet") {
+  test_database db;
+  REQUIRE(run_voucherd({"campaign", "create", "gen", "--database-url", db.url()}).exit_code == 0);
+  auto r = run_voucherd({"generate", "--campaign", "gen", "--count", "5000", "--length", "6", "--database-url", db.url()});
+  CHECK_MESSAGE(r.exit_code == 0, r.err);
+  CHECK(db.count("SELECT count(DISTINCT code) FROM voucher_item") == 5000);
+  CHECK(db.count("SELECT count(*) FROM voucher_item WHERE char_length(code) <> 6") == 0);
+  const std::string alphabet{k_code_alphabet};
+  CHECK(db.count("SELECT count(*) FROM voucher_item WHERE code !~ '^[" + alphabet + "]+$'") == 0);
+  // Every character of the alphabet is used (5000*6 draws from 27 symbols).
+  CHECK(db.count("SELECT count(DISTINCT c) FROM voucher_item, regexp_split_to_table(code, '') c") ==
+        static_cast<long>(alphabet.size()));
+}
+
+TEST_CASE("stats reports the pool, outbox and queue counts") {
+  test_database db;
+  db.make_campaign("stats", 4);
+  REQUIRE(run_voucherd({"claim", "--campaign", "stats", "--user", "a", "--database-url", db.url()}).exit_code == 0);
+  auto r = run_voucherd({"stats", "--campaign", "stats", "--database-url", db.url()});
+  CHECK_MESSAGE(r.exit_code == 0, r.err);
+  for (const char* field : {"\"total\":4", "\"claimed\":1", "\"free\":3", "\"outbox_pending\":1", "\"outbox_sent\":0",
+                            "\"outbox_failed\":0", "\"queue_pending\":0", "\"dead_letters\":0"})
+    CHECK_MESSAGE(r.out.find(field) != std::string::npos, field, " missing in ", r.out);
+}
+
+TEST_CASE("every command answers --help") {
+  for (const auto& cmd : std::vector<std::vector<std::string>>{
+           {"migrate"}, {"campaign", "create"}, {"import"}, {"generate"}, {"claim"}, {"claim-batch"}, {"stats"}, {"story"}}) {
+    auto args = cmd;
+    args.push_back("--help");
+    const auto r = run_voucherd(args);
+    CHECK_MESSAGE(r.exit_code == 0, cmd[0], r.err);
+    CHECK_MESSAGE(r.out.find("--database-url") != std::string::npos, cmd[0], r.out);
+  }
+}
