@@ -1,15 +1,11 @@
 #include "lock/redlock.hpp"
 
-#include <sys/random.h>
-
-#include <array>
-#include <cerrno>
-#include <system_error>
 #include <thread>
 
 #include <fmt/format.h>
 
 #include "common/failure.hpp"
+#include "pool/code_generator.hpp"
 
 namespace voucherd {
 
@@ -23,18 +19,6 @@ constexpr const char* k_extend_script =
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) "
     "else return 0 end";
 
-void fill_random(unsigned char* data, std::size_t size) {
-  while (size > 0) {
-    const ssize_t got = getrandom(data, size, 0);
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      throw std::system_error{errno, std::generic_category(), "getrandom"};
-    }
-    data += got;
-    size -= static_cast<std::size_t>(got);
-  }
-}
-
 bool is_ok(const redis_reply& r) {
   return r && r->type == REDIS_REPLY_STATUS && std::string_view(r->str, r->len) == "OK";
 }
@@ -44,20 +28,16 @@ bool is_one(const redis_reply& r) { return r && r->type == REDIS_REPLY_INTEGER &
 }  // namespace
 
 std::string random_lock_token() {
-  std::array<unsigned char, 20> bytes{};
-  fill_random(bytes.data(), bytes.size());
-  std::string hex;
-  for (unsigned char b : bytes) hex += fmt::format("{:02x}", b);
-  return hex;
+  // 27 characters of a 27-letter alphabet: about 128 bits from getrandom(2).
+  return random_code(k_lock_token_chars);
 }
 
 redlock::redlock(const std::vector<redis_endpoint>& nodes, redlock_options options)
     : options_{options} {
   if (nodes.empty()) throw voucherd_error{failure_kind::usage, "Redlock needs at least one Redis node"};
   for (const auto& n : nodes) nodes_.emplace_back(n, options_.node_timeout);
-  std::uint64_t seed = 0;
-  fill_random(reinterpret_cast<unsigned char*>(&seed), sizeof seed);
-  rng_.seed(seed);
+  // Only the retry delays come from here; they need spread, not secrecy.
+  rng_.seed(std::random_device{}());
 }
 
 std::chrono::milliseconds redlock::drift(std::chrono::milliseconds ttl) const {

@@ -82,7 +82,8 @@ class redlock {
   std::mt19937_64 rng_;
 };
 
-// 20 random bytes (getrandom), hex-encoded: unique per acquisition.
+inline constexpr std::size_t k_lock_token_chars = 27;
+// A fresh random token (getrandom, via random_code): unique per acquisition.
 std::string random_lock_token();
 
 }  // namespace voucherd
