@@ -11,6 +11,9 @@
 //   GET  /readyz      200 when the readiness probe says ready (database reachable), else 503.
 //   GET  /metrics     Prometheus text (content-type text/plain; version=0.0.4).
 //
+// The server records no claim metrics itself: the claim path behind
+// claim_handler calls metrics::record_claim, for every source alike.
+//
 // The server parses HTTP only; what a message means is the claim_handler's job
 // (the worker wires the real claim path). Each connection has a deadline
 // (k_request_timeout per request, idle keep-alive included), so a slow or
@@ -76,6 +79,7 @@ class http_server {
   unsigned short port() const;
 
  private:
+  friend class http_session;
   struct impl;
   std::shared_ptr<impl> impl_;
 };

@@ -1,0 +1,102 @@
+#include "common/metrics.hpp"
+
+#include <cmath>
+
+#include <fmt/format.h>
+
+namespace voucherd {
+
+namespace {
+
+constexpr claim_status k_all_statuses[] = {claim_status::claimed, claim_status::already_claimed,
+                                           claim_status::sold_out, claim_status::rejected};
+
+std::size_t index_of(claim_status status) { return static_cast<std::size_t>(status); }
+
+// Prometheus wants Go-style floats: "+Inf", and no trailing zeros needed.
+std::string number(double v) {
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  if (std::isnan(v)) return "NaN";
+  return fmt::format("{}", v);
+}
+
+}  // namespace
+
+void metrics::record_claim(claim_status status, double seconds) {
+  claims_[index_of(status)].fetch_add(1, std::memory_order_relaxed);
+  if (!(seconds >= 0)) seconds = 0;  // also catches NaN
+  std::size_t bucket = k_latency_buckets.size();
+  for (std::size_t i = 0; i < k_latency_buckets.size(); ++i)
+    if (seconds <= k_latency_buckets[i]) {
+      bucket = i;
+      break;
+    }
+  latency_buckets_[bucket].fetch_add(1, std::memory_order_relaxed);
+  latency_sum_us_.fetch_add(static_cast<std::uint64_t>(std::llround(seconds * 1e6)), std::memory_order_relaxed);
+  latency_count_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void metrics::set_queue_lag(double seconds) { queue_lag_.store(seconds, std::memory_order_relaxed); }
+
+void metrics::set_outbox_pending(std::int64_t pending) {
+  outbox_pending_.store(pending, std::memory_order_relaxed);
+}
+
+void metrics::add_dead_letter() { dead_letters_.fetch_add(1, std::memory_order_relaxed); }
+
+void metrics::add_notification(bool delivered) {
+  (delivered ? notifications_delivered_ : notifications_failed_).fetch_add(1, std::memory_order_relaxed);
+}
+
+std::uint64_t metrics::claims(claim_status status) const { return claims_[index_of(status)].load(); }
+
+std::uint64_t metrics::notifications(bool delivered) const {
+  return (delivered ? notifications_delivered_ : notifications_failed_).load();
+}
+
+std::string metrics::prometheus_text() const {
+  std::string out;
+  auto line = [&out](std::string_view text) {
+    out += text;
+    out += '\n';
+  };
+
+  line("# HELP voucherd_claims_total Claims by outcome.");
+  line("# TYPE voucherd_claims_total counter");
+  for (auto s : k_all_statuses)
+    line(fmt::format("voucherd_claims_total{{outcome=\"{}\"}} {}", to_string(s), claims(s)));
+
+  // Buckets are cumulative in the exposition format; read the count last so a
+  // concurrent claim can only make _count lag the buckets, never the reverse.
+  line("# HELP voucherd_claim_duration_seconds Claim latency, from taking the message to commit.");
+  line("# TYPE voucherd_claim_duration_seconds histogram");
+  std::uint64_t cumulative = 0;
+  for (std::size_t i = 0; i <= k_latency_buckets.size(); ++i) {
+    cumulative += latency_buckets_[i].load(std::memory_order_relaxed);
+    const double le = i < k_latency_buckets.size() ? k_latency_buckets[i] : INFINITY;
+    line(fmt::format("voucherd_claim_duration_seconds_bucket{{le=\"{}\"}} {}", number(le), cumulative));
+  }
+  line(fmt::format("voucherd_claim_duration_seconds_sum {}",
+                   number(static_cast<double>(latency_sum_us_.load(std::memory_order_relaxed)) / 1e6)));
+  line(fmt::format("voucherd_claim_duration_seconds_count {}", cumulative));
+
+  line("# HELP voucherd_queue_lag_seconds Age of the oldest message still queued.");
+  line("# TYPE voucherd_queue_lag_seconds gauge");
+  line(fmt::format("voucherd_queue_lag_seconds {}", number(queue_lag_.load(std::memory_order_relaxed))));
+
+  line("# HELP voucherd_outbox_pending Notifications waiting for delivery.");
+  line("# TYPE voucherd_outbox_pending gauge");
+  line(fmt::format("voucherd_outbox_pending {}", outbox_pending_.load(std::memory_order_relaxed)));
+
+  line("# HELP voucherd_dead_letters_total Messages sent to the dead-letter queue.");
+  line("# TYPE voucherd_dead_letters_total counter");
+  line(fmt::format("voucherd_dead_letters_total {}", dead_letters()));
+
+  line("# HELP voucherd_notification_attempts_total Notification delivery attempts by result.");
+  line("# TYPE voucherd_notification_attempts_total counter");
+  line(fmt::format("voucherd_notification_attempts_total{{result=\"delivered\"}} {}", notifications(true)));
+  line(fmt::format("voucherd_notification_attempts_total{{result=\"failed\"}} {}", notifications(false)));
+  return out;
+}
+
+}  // namespace voucherd
