@@ -23,6 +23,7 @@ constexpr const char* k_usage = R"(usage: voucherd COMMAND [OPTIONS]   (COMMAND 
   claim-batch --campaign NAME FILE     claim for every user id in FILE, in batches
   stats --campaign NAME                pool, outbox and queue counts
   story                                replay the story: two workers, two codes
+  notify [--notify log|webhook:URL|redis]  deliver the notification outbox [--once]
   bench --strategy S --pods P          race lab: P pods of a claim strategy, audited [--compare]
 
 Every command takes --database-url URL (default: $DATABASE_URL, then libpq's PG* variables).
@@ -39,6 +40,7 @@ const std::map<std::string, command_fn>& commands() {
       {"import", cli::run_import},       {"generate", cli::run_generate},
       {"claim", cli::run_claim},         {"claim-batch", cli::run_claim_batch},
       {"stats", cli::run_stats},         {"story", cli::run_story},
+      {"notify", cli::run_notify},
       {"bench", cli::run_bench},         {"bench-pod", cli::run_bench_pod},
   };
   return k_commands;

@@ -11,8 +11,9 @@
 //     pushing next_attempt_at forward by the lease. No transaction stays open
 //     while a sink is called: a slow webhook must not hold back vacuum.
 //  2. deliver: each row goes to the sink, one at a time.
-//  3. mark: accepted -> status 'sent', sent_at; refused -> attempts + 1,
-//     last_error, next_attempt_at = now() + backoff, where backoff is
+//  3. mark: every attempt adds 1 to attempts (so a row delivered at the
+//     third try has attempts = 3); accepted -> status 'sent', sent_at;
+//     refused -> last_error, next_attempt_at = now() + backoff, where backoff is
 //     min(backoff_cap, backoff_base * 2^(attempts-1)) with +-jitter (a
 //     fraction of it); after max_attempts attempts -> status 'failed'
 //     (`voucherd stats` shows it as outbox_failed). A mark applies only while
@@ -67,7 +68,8 @@ struct notify_config {
   std::chrono::milliseconds backoff_base = k_default_backoff_base;
   std::chrono::milliseconds backoff_cap = k_default_backoff_cap;
   double jitter = k_default_jitter;  // 0..1
-  std::chrono::milliseconds webhook_timeout = k_default_webhook_timeout;  // connect + request + response
+  // Per delivery, connect + request + response; used by the redis sink too.
+  std::chrono::milliseconds webhook_timeout = k_default_webhook_timeout;
   std::chrono::milliseconds poll_interval = k_default_poll_interval;      // idle wait between passes
   std::size_t batch_size = k_default_batch_size;                         // 1..1000
 
@@ -95,7 +97,7 @@ class outbox_dispatcher {
   // Finishes the in-flight delivery (and marks it), then returns. Idempotent.
   void stop();
 
-  // One pass, on the calling thread: delivers every notification that is due
+  // One pass, on the calling thread (not while start()'s thread runs): delivers every notification that is due
   // when the pass starts, each at most once per pass (a failed one waits for
   // its backoff and a later pass). Returns the number of delivery attempts
   // made. Throws on a database failure (start()'s loop retries those).

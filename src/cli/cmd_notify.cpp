@@ -1,0 +1,89 @@
+// notify: the outbox dispatcher on its own, for deployments that run it apart
+// from the workers (or once, from cron or a test).
+#include <pthread.h>
+#include <signal.h>
+
+#include <fmt/format.h>
+
+#include "cli/commands.hpp"
+#include "common/failure.hpp"
+#include "common/metrics.hpp"
+#include "notify/outbox_dispatcher.hpp"
+
+namespace voucherd::cli {
+
+int run_notify(const args& a) {
+  using ms = std::chrono::milliseconds;
+  std::string url_flag, notify, redis_url, stream;
+  int max_attempts = 0;
+  long backoff_ms = 0, backoff_cap_ms = 0, timeout_ms = 0, poll_ms = 0;
+  std::size_t batch = 0;
+  po::options_description desc{
+      "voucherd notify: deliver the notification outbox through a sink. Each notification is marked sent "
+      "only after the sink accepted it; a refused one is retried with capped exponential backoff and ends "
+      "'failed' (see `voucherd stats`) after the last attempt. Delivery is at-least-once; every delivery "
+      "carries the notification's idempotency key"};
+  add_common(desc, url_flag);
+  desc.add_options()
+      ("notify", po::value(&notify)->default_value("log"),
+       "sink: log (JSON lines on stderr), webhook:http://HOST:PORT/PATH (POST with Idempotency-Key), "
+       "or redis (XADD to --redis-stream)")
+      ("redis-url", po::value(&redis_url)->default_value("redis://127.0.0.1:6379"), "Redis for --notify redis")
+      ("redis-stream", po::value(&stream)->default_value(k_default_notify_stream), "stream for --notify redis")
+      ("once", "one pass over what is due now, then exit (prints one JSON summary line)")
+      ("max-attempts", po::value(&max_attempts)->default_value(notify_config::k_default_max_attempts),
+       "attempts before a notification ends 'failed'")
+      ("backoff-ms", po::value(&backoff_ms)->default_value(notify_config::k_default_backoff_base.count()),
+       "wait after the first failed attempt; doubles each attempt")
+      ("backoff-cap-ms", po::value(&backoff_cap_ms)->default_value(notify_config::k_default_backoff_cap.count()),
+       "longest wait between attempts")
+      ("timeout-ms", po::value(&timeout_ms)->default_value(notify_config::k_default_webhook_timeout.count()),
+       "per-delivery timeout of the webhook and redis sinks")
+      ("poll-ms", po::value(&poll_ms)->default_value(notify_config::k_default_poll_interval.count()),
+       "idle wait between passes")
+      ("batch", po::value(&batch)->default_value(notify_config::k_default_batch_size),
+       "notifications leased per statement (1..1000)");
+  po::variables_map vm;
+  if (!parse(a, "voucherd notify [--notify log|webhook:URL|redis] [--redis-url URL] [--once]", desc, {}, vm))
+    return k_exit_ok;
+  auto config = parse_notify_option(notify, redis_url);
+  config.redis_stream = stream;
+  config.max_attempts = max_attempts;
+  config.backoff_base = ms{backoff_ms};
+  config.backoff_cap = ms{backoff_cap_ms};
+  config.webhook_timeout = ms{timeout_ms};
+  config.poll_interval = ms{poll_ms};
+  config.batch_size = batch;
+  config.validate();
+
+  metrics registry;
+  const auto database_url = resolve_common(url_flag).database_url;
+  if (vm.count("once")) {
+    outbox_dispatcher dispatcher{database_url, config, registry};
+    const auto attempts = dispatcher.drain_once();
+    boost::json::object summary;
+    summary["attempts"] = attempts;
+    summary["delivered"] = registry.notifications(true);
+    summary["failed_attempts"] = registry.notifications(false);
+    print_json(summary);
+    return k_exit_ok;
+  }
+  // Block the stop signals in every thread (the dispatcher's inherits the
+  // mask) and wait for one here.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  outbox_dispatcher dispatcher{database_url, config, registry};
+  dispatcher.start();
+  say(fmt::format("notify: delivering through {} until SIGINT/SIGTERM", notify));
+  int received = 0;
+  sigwait(&stop_signals, &received);
+  dispatcher.stop();
+  say(fmt::format("notify: stopped; {} delivered, {} failed attempts", registry.notifications(true),
+                  registry.notifications(false)));
+  return k_exit_ok;
+}
+
+}  // namespace voucherd::cli

@@ -1,0 +1,175 @@
+#include "notify/outbox_dispatcher.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+
+#include <boost/json/serialize.hpp>
+#include <pqxx/pqxx>
+#include <fmt/format.h>
+
+#include "common/failure.hpp"
+#include "db/session.hpp"
+#include "notify/log_sink.hpp"
+#include "notify/notification_sink.hpp"
+#include "sql_catalog.hpp"
+
+namespace voucherd {
+
+namespace {
+
+constexpr std::chrono::milliseconds k_reconnect_initial{100};
+constexpr std::chrono::milliseconds k_reconnect_cap{10'000};
+// Added to a batch's worst-case delivery time to make its lease.
+constexpr std::chrono::milliseconds k_lease_margin{30'000};
+
+void log_warning(const std::string& message) {
+  boost::json::object line;
+  line["level"] = "warn";
+  line["time"] = log_time_now();
+  line["message"] = message;
+  std::fputs((boost::json::serialize(line) + "\n").c_str(), stderr);
+}
+
+double uniform(double low, double high) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return std::uniform_real_distribution<double>{low, high}(rng);
+}
+
+// min(cap, base * 2^(n-1)), +- jitter; n = attempts made so far (>= 1).
+std::chrono::milliseconds backoff(const notify_config& c, int attempts_made) {
+  const double exponent = std::min(attempts_made - 1, 40);
+  const double plain = std::min(static_cast<double>(c.backoff_cap.count()),
+                                static_cast<double>(c.backoff_base.count()) * std::pow(2.0, exponent));
+  const double jittered = plain * uniform(1.0 - c.jitter, 1.0 + c.jitter);
+  return std::chrono::milliseconds{std::llround(std::max(0.0, jittered))};
+}
+
+std::chrono::milliseconds jittered(std::chrono::milliseconds d) {
+  return std::chrono::milliseconds{std::llround(static_cast<double>(d.count()) * uniform(0.5, 1.0))};
+}
+
+}  // namespace
+
+struct outbox_dispatcher::connection {
+  explicit connection(const std::string& url) : session{url} {}
+  db_session session;
+};
+
+outbox_dispatcher::outbox_dispatcher(std::string database_url, notify_config config, metrics& registry)
+    : database_url_{std::move(database_url)}, config_{std::move(config)}, metrics_{registry} {
+  config_.validate();
+  sink_ = make_sink(config_);
+}
+
+outbox_dispatcher::~outbox_dispatcher() { stop(); }
+
+void outbox_dispatcher::start() {
+  if (thread_.joinable()) return;
+  stopping_ = false;
+  thread_ = std::thread{[this] { run(); }};
+}
+
+void outbox_dispatcher::stop() {
+  {
+    std::lock_guard lock{wake_mutex_};
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+std::size_t outbox_dispatcher::drain_once() { return pass(nullptr); }
+
+void outbox_dispatcher::run() {
+  auto reconnect_delay = k_reconnect_initial;
+  auto wait = [this](std::chrono::milliseconds d) {
+    std::unique_lock lock{wake_mutex_};
+    wake_.wait_for(lock, d, [this] { return stopping_.load(); });
+  };
+  while (!stopping_) {
+    std::size_t attempts = 0;
+    try {
+      attempts = pass(&stopping_);
+      reconnect_delay = k_reconnect_initial;
+    } catch (const std::exception& e) {
+      // Whatever failed, the next pass starts on a fresh connection. A row
+      // delivered but not yet marked is delivered again after its lease.
+      db_.reset();
+      log_warning(fmt::format("outbox dispatcher: {} failure, retrying in about {} ms: {}",
+                              to_string(classify(e)), reconnect_delay.count(), e.what()));
+      wait(jittered(reconnect_delay));
+      reconnect_delay = std::min(reconnect_delay * 2, k_reconnect_cap);
+      continue;
+    }
+    if (attempts == 0) wait(config_.poll_interval);
+  }
+}
+
+std::size_t outbox_dispatcher::pass(const std::atomic<bool>* stop_requested) {
+  if (!db_ || !db_->session.is_open()) {
+    db_.reset();
+    db_ = std::make_unique<connection>(database_url_);
+  }
+  auto& conn = db_->session.conn();
+  const auto lease = sink_->worst_case() * static_cast<long>(config_.batch_size) + k_lease_margin;
+  auto stopping = [&] { return stop_requested && stop_requested->load(); };
+
+  std::size_t attempts = 0;
+  std::int64_t cursor = 0;
+  while (!stopping()) {
+    std::vector<notification> batch;
+    {
+      pqxx::work txn{conn};
+      for (const auto& row : exec(txn, sql::outbox_take, static_cast<std::int64_t>(config_.batch_size),
+                                  static_cast<std::int64_t>(lease.count()), cursor)) {
+        notification n;
+        n.id = row["id"].as<std::int64_t>();
+        n.idempotency_key = row["idempotency_key"].as<std::string>();
+        n.campaign = row["campaign"].as<std::string>();
+        n.voucher_id = row["voucher_id"].as<std::int64_t>();
+        n.user_id = row["user_id"].as<std::string>();
+        n.code = row["code"].as<std::string>();
+        n.attempts = row["attempts"].as<int>();
+        batch.push_back(std::move(n));
+      }
+      txn.commit();
+    }
+    if (batch.empty()) break;
+    std::sort(batch.begin(), batch.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+    cursor = batch.back().id;
+
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      const notification& n = batch[i];
+      if (stopping()) {
+        // Hand the untried rest back instead of letting it wait out the lease.
+        pqxx::work txn{conn};
+        for (std::size_t j = i; j < batch.size(); ++j) exec(txn, sql::outbox_release, batch[j].id, batch[j].attempts);
+        txn.commit();
+        break;
+      }
+      const auto error = sink_->deliver(n);
+      ++attempts;
+      metrics_.add_notification(!error);
+      pqxx::work txn{conn};
+      if (!error) {
+        exec(txn, sql::outbox_mark_sent, n.id, n.attempts);
+      } else {
+        const auto delay = backoff(config_, n.attempts + 1);
+        const auto marked = exec(txn, sql::outbox_mark_retry, n.id, n.attempts, *error,
+                                 static_cast<std::int64_t>(delay.count()), config_.max_attempts);
+        if (!marked.empty() && marked[0][0].as<std::string>() == "failed")
+          log_warning(fmt::format("notification {} for user {} failed after {} attempts: {}", n.idempotency_key,
+                                  n.user_id, n.attempts + 1, *error));
+      }
+      txn.commit();
+    }
+  }
+  pqxx::work txn{conn};
+  metrics_.set_outbox_pending(exec(txn, sql::outbox_pending_count)[0][0].as<std::int64_t>());
+  txn.commit();
+  return attempts;
+}
+
+}  // namespace voucherd
