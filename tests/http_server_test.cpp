@@ -1,0 +1,345 @@
+// The HTTP surface of SPEC section 5: each outcome's status code through a
+// real claim against the test database, the readiness probe, the Prometheus
+// text agreeing with the database, the body limit and loopback-only binding.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <thread>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/json.hpp>
+#include <fmt/format.h>
+
+#include "claim/claim_engine.hpp"
+#include "common/failure.hpp"
+#include "common/metrics.hpp"
+#include "http/http_server.hpp"
+#include "support/test_db.hpp"
+
+using namespace voucherd;
+using namespace voucherd::test;
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+// The test's claim path, standing in for the worker's: parse the message,
+// claim with claim_engine on a real connection, record the metrics.
+class claim_service {
+ public:
+  claim_service(std::string database_url, metrics& registry)
+      : url_{std::move(database_url)}, metrics_{registry} {}
+
+  void operator()(std::string body, std::function<void(claim_reply)> done) {
+    const auto started = std::chrono::steady_clock::now();
+    claim_reply reply = claim(body);
+    if (reply.outcome)
+      metrics_.record_claim(reply.outcome->status,
+                            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    done(std::move(reply));
+  }
+
+ private:
+  claim_reply claim(const std::string& body) {
+    claim_reply reply;
+    boost::system::error_code ec;
+    const auto value = boost::json::parse(body, ec);
+    if (ec || !value.is_object()) {
+      reply.malformed = true;
+      reply.error = ec ? ec.message() : "the message is not a JSON object";
+      return reply;
+    }
+    const auto& message = value.as_object();
+    claim_request request;
+    request.campaign = "signup";
+    if (auto* c = message.if_contains("campaign"); c && c->is_string()) request.campaign = c->as_string().c_str();
+    if (auto* m = message.if_contains("message_id"); m && m->is_string()) request.message_id = m->as_string().c_str();
+    if (auto* u = message.if_contains("user_id")) {
+      if (u->is_string()) request.user_id = u->as_string().c_str();
+      else if (u->is_int64()) request.user_id = std::to_string(u->as_int64());
+    }
+    if (auto problem = request_problem(request)) {
+      reply.outcome = rejected_outcome(request.campaign, request.user_id, *problem, request.message_id);
+      return reply;
+    }
+    try {
+      if (!db_) db_ = std::make_unique<db_session>(url_);
+      claim_engine engine{*db_};
+      reply.outcome = engine.claim(request);
+    } catch (const std::exception& e) {
+      db_.reset();
+      reply.failure = classify(e);
+      reply.error = e.what();
+    }
+    return reply;
+  }
+
+  std::string url_;
+  metrics& metrics_;
+  std::unique_ptr<db_session> db_;
+};
+
+// A server on 127.0.0.1:0 with its io_context running on one thread.
+struct running_server {
+  running_server(claim_handler on_claim, readiness_probe probe, metrics& registry)
+      : work{asio::make_work_guard(io)},
+        server{io, "127.0.0.1:0", std::move(on_claim), std::move(probe), registry} {
+    server.start();
+    thread = std::thread{[this] { io.run(); }};
+  }
+  ~running_server() {
+    server.stop();
+    work.reset();
+    io.stop();
+    thread.join();
+  }
+  asio::io_context io;
+  asio::executor_work_guard<asio::io_context::executor_type> work;
+  http_server server;
+  std::thread thread;
+};
+
+struct http_reply {
+  unsigned status = 0;
+  std::string body;
+  std::string content_type;
+  boost::json::value json() const { return boost::json::parse(body); }
+};
+
+// A blocking HTTP/1.1 client on one keep-alive connection.
+class client {
+ public:
+  explicit client(unsigned short port) : stream_{io_} { stream_.connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), port}); }
+
+  http_reply call(http::verb verb, const std::string& target, const std::string& body = {}) {
+    http::request<http::string_body> req{verb, target, 11};
+    req.set(http::field::host, "127.0.0.1");
+    if (verb == http::verb::post) req.set(http::field::content_type, "application/json");
+    req.body() = body;
+    req.prepare_payload();
+    http::write(stream_, req);
+    http::response<http::string_body> res;
+    http::read(stream_, buffer_, res);
+    return {res.result_int(), res.body(), std::string{res[http::field::content_type]}};
+  }
+  http_reply post(const std::string& body) { return call(http::verb::post, "/v1/claims", body); }
+  http_reply get(const std::string& target) { return call(http::verb::get, target); }
+
+ private:
+  asio::io_context io_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+};
+
+std::string message(const std::string& user, const std::string& message_id = {}, const std::string& campaign = {}) {
+  boost::json::object m;
+  m["user_id"] = user;
+  if (!message_id.empty()) m["message_id"] = message_id;
+  if (!campaign.empty()) m["campaign"] = campaign;
+  return boost::json::serialize(m);
+}
+
+// The value of one sample line of the Prometheus text, e.g.
+// metric_value(text, "voucherd_claims_total{outcome=\"claimed\"}").
+double metric_value(const std::string& text, const std::string& series) {
+  const auto at = text.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + series.size() + 2));
+}
+
+claim_handler claim_path(std::string database_url, metrics& registry) {
+  auto service = std::make_shared<claim_service>(std::move(database_url), registry);
+  return [service](std::string body, std::function<void(claim_reply)> done) { (*service)(std::move(body), std::move(done)); };
+}
+
+readiness_probe always_ready() {
+  return [](std::function<void(bool)> answer) { answer(true); };
+}
+
+}  // namespace
+
+TEST_CASE("POST /v1/claims answers each outcome with its status code") {
+  test_database db;
+  db.make_campaign("signup", 2);
+  metrics registry;
+  running_server srv{claim_path(db.url(), registry), always_ready(), registry};
+  client c{srv.server.port()};
+
+  auto first = c.post(message("alice"));
+  CHECK_MESSAGE(first.status == 200, first.body);
+  CHECK_MESSAGE(first.json().at("status") == "claimed", first.body);
+  CHECK_MESSAGE(first.content_type == "application/json", first.content_type);
+
+  auto again = c.post(message("alice"));
+  CHECK_MESSAGE(again.status == 200, again.body);
+  CHECK_MESSAGE(again.json().at("status") == "already_claimed", again.body);
+  CHECK_MESSAGE(again.json().at("code") == first.json().at("code"), "redelivery must return the same code: " << again.body);
+
+  auto bob = c.post(message("bob"));
+  CHECK_MESSAGE(bob.status == 200, bob.body);
+  auto carol = c.post(message("carol"));
+  CHECK_MESSAGE(carol.status == 409, carol.body);
+  CHECK_MESSAGE(carol.json().at("status") == "sold_out", carol.body);
+
+  auto unknown = c.post(message("dave", {}, "no-such-campaign"));
+  CHECK_MESSAGE(unknown.status == 422, unknown.body);
+  CHECK_MESSAGE(unknown.json().at("status") == "rejected", unknown.body);
+
+  auto no_user = c.post(R"({"campaign":"signup"})");
+  CHECK_MESSAGE(no_user.status == 422, no_user.body);
+  CHECK_MESSAGE(no_user.json().at("reason").as_string().size() > 0, "a rejection carries its reason: " << no_user.body);
+
+  auto bad_json = c.post("{\"user_id\": ");
+  CHECK_MESSAGE(bad_json.status == 400, bad_json.body);
+  CHECK_MESSAGE(bad_json.json().at("error") == "malformed", bad_json.body);
+  auto not_object = c.post("[1,2]");
+  CHECK_MESSAGE(not_object.status == 400, not_object.body);
+
+  CHECK_MESSAGE(db.count("SELECT count(*) FROM voucher_item WHERE user_id IS NOT NULL") == 2,
+                "only alice and bob own a voucher");
+  CHECK_MESSAGE(db.count("SELECT count(*) FROM voucher_item WHERE user_id IN ('alice', 'bob')") == 2,
+                "the owners are alice and bob");
+}
+
+TEST_CASE("POST /v1/claims answers 503 with Retry-After while the database is unreachable") {
+  metrics registry;
+  // A port nothing listens on: a real connection failure, classified transient.
+  running_server srv{claim_path("postgresql://postgres@127.0.0.1:1/none?connect_timeout=2", registry),
+                     always_ready(), registry};
+  client c{srv.server.port()};
+  auto r = c.post(message("alice"));
+  CHECK_MESSAGE(r.status == 503, r.body);
+  CHECK_MESSAGE(r.json().at("error") == "transient", r.body);
+}
+
+TEST_CASE("a body over 64 kB is refused with 413 before the claim path sees it") {
+  metrics registry;
+  std::atomic<int> handled{0};
+  running_server srv{[&](std::string, std::function<void(claim_reply)> done) {
+                       ++handled;
+                       done(claim_reply{});
+                     },
+                     always_ready(), registry};
+  client c{srv.server.port()};
+  const std::string huge = message(std::string(http_server::k_max_body_bytes + 1000, 'x'));
+  auto r = c.post(huge);
+  CHECK_MESSAGE(r.status == 413, r.body);
+  CHECK_MESSAGE(handled.load() == 0, "the handler must not run for an oversized body");
+  // The server keeps serving.
+  client again{srv.server.port()};
+  CHECK_MESSAGE(again.get("/healthz").status == 200, "healthz after a refused body");
+}
+
+TEST_CASE("/healthz, /readyz follow the probe, unknown paths and methods are 404 and 405") {
+  metrics registry;
+  std::atomic<bool> ready{false};
+  running_server srv{[](std::string, std::function<void(claim_reply)> done) { done(claim_reply{}); },
+                     [&](std::function<void(bool)> answer) { answer(ready.load()); }, registry};
+  client c{srv.server.port()};
+  CHECK_MESSAGE(c.get("/healthz").status == 200, "healthz");
+  auto not_ready = c.get("/readyz");
+  CHECK_MESSAGE(not_ready.status == 503, not_ready.body);
+  ready = true;
+  auto now_ready = c.get("/readyz");
+  CHECK_MESSAGE(now_ready.status == 200, now_ready.body);
+  CHECK_MESSAGE(c.get("/nope").status == 404, "unknown path");
+  CHECK_MESSAGE(c.call(http::verb::get, "/v1/claims").status == 405, "GET on the claim endpoint");
+  CHECK_MESSAGE(c.call(http::verb::post, "/metrics").status == 405, "POST on metrics");
+}
+
+TEST_CASE("/metrics counters equal the database's counts after a run of claims") {
+  test_database db;
+  db.make_campaign("signup", 20);
+  metrics registry;
+  running_server srv{claim_path(db.url(), registry), always_ready(), registry};
+  client c{srv.server.port()};
+
+  // 30 distinct users for 20 codes, every tenth one delivered twice, and a few
+  // rejects: claimed, already_claimed, sold_out and rejected all occur.
+  int rejected_sent = 0;
+  for (int i = 1; i <= 30; ++i) {
+    c.post(message(fmt::format("user-{}", i), fmt::format("m-{}", i)));
+    if (i % 10 == 0) c.post(message(fmt::format("user-{}", i), fmt::format("m-{}-again", i)));
+    if (i % 7 == 0) {
+      c.post(message(fmt::format("user-{}", i), fmt::format("m-{}-bad", i), "no-such-campaign"));
+      ++rejected_sent;
+    }
+  }
+  auto scrape = c.get("/metrics");
+  REQUIRE_MESSAGE(scrape.status == 200, scrape.body);
+  CHECK_MESSAGE(scrape.content_type.rfind("text/plain; version=0.0.4", 0) == 0, scrape.content_type);
+  const auto& text = scrape.body;
+
+  auto outcomes = [&](const char* status) {
+    return db.count(fmt::format("SELECT count(*) FROM message_outcome WHERE status = '{}'", status));
+  };
+  const auto claimed_rows = db.count("SELECT count(*) FROM voucher_item WHERE user_id IS NOT NULL");
+  CHECK_MESSAGE(claimed_rows == 20, "the pool drained");
+  CHECK_MESSAGE(metric_value(text, R"(voucherd_claims_total{outcome="claimed"})") == claimed_rows, text);
+  CHECK_MESSAGE(metric_value(text, R"(voucherd_claims_total{outcome="claimed"})") == outcomes("claimed"), text);
+  CHECK_MESSAGE(metric_value(text, R"(voucherd_claims_total{outcome="already_claimed"})") ==
+                    outcomes("already_claimed"),
+                text);
+  CHECK_MESSAGE(metric_value(text, R"(voucherd_claims_total{outcome="sold_out"})") == outcomes("sold_out"), text);
+  CHECK_MESSAGE(outcomes("sold_out") > 0, "some claims found the pool empty");
+  CHECK_MESSAGE(metric_value(text, R"(voucherd_claims_total{outcome="rejected"})") == rejected_sent, text);
+  const auto total = static_cast<double>(claimed_rows + outcomes("already_claimed") + outcomes("sold_out") + rejected_sent);
+  CHECK_MESSAGE(metric_value(text, "voucherd_claim_duration_seconds_count") == total, text);
+  CHECK_MESSAGE(metric_value(text, R"(voucherd_claim_duration_seconds_bucket{le="+Inf"})") == total, text);
+  CHECK_MESSAGE(text.find("# TYPE voucherd_claim_duration_seconds histogram") != std::string::npos, text);
+  CHECK_MESSAGE(metric_value(text, "voucherd_outbox_pending") >= 0, "outbox gauge present: " << text);
+  CHECK_MESSAGE(metric_value(text, "voucherd_dead_letters_total") == 0, text);
+  CHECK_MESSAGE(metric_value(text, "voucherd_queue_lag_seconds") >= 0, text);
+}
+
+TEST_CASE("start refuses a malformed or non-loopback address unless allowed") {
+  metrics registry;
+  asio::io_context io;
+  auto handler = [](std::string, std::function<void(claim_reply)> done) { done(claim_reply{}); };
+  for (const std::string bad : {"nonsense", "127.0.0.1", "127.0.0.1:http", "127.0.0.1:70000", "example.com:80",
+                                "0.0.0.0:0", "[::]:0"}) {
+    http_server server{io, bad, handler, always_ready(), registry};
+    try {
+      server.start();
+      FAIL_CHECK("start() accepted " << bad);
+    } catch (const voucherd_error& e) {
+      CHECK_MESSAGE(e.kind() == failure_kind::usage, bad << ": " << e.what());
+      CHECK_MESSAGE(std::string{e.what()}.find(bad) != std::string::npos, "the message names the address: " << e.what());
+    }
+  }
+  http_server allowed{io, "0.0.0.0:0", handler, always_ready(), registry, /*allow_non_loopback=*/true};
+  CHECK_NOTHROW(allowed.start());
+  CHECK_MESSAGE(allowed.port() != 0, "port 0 picks a free port");
+  http_server ipv6{io, "[::1]:0", handler, always_ready(), registry};
+  CHECK_NOTHROW(ipv6.start());
+}
+
+TEST_CASE("the status map derives from the outcome and the failure kind") {
+  auto with_status = [](claim_status s) {
+    claim_reply r;
+    r.outcome = claim_outcome{};
+    r.outcome->status = s;
+    return http_status_for(r);
+  };
+  CHECK_MESSAGE(with_status(claim_status::claimed) == 200, "claimed");
+  CHECK_MESSAGE(with_status(claim_status::already_claimed) == 200, "already_claimed");
+  CHECK_MESSAGE(with_status(claim_status::sold_out) == 409, "sold_out");
+  CHECK_MESSAGE(with_status(claim_status::rejected) == 422, "rejected");
+  claim_reply malformed;
+  malformed.malformed = true;
+  CHECK_MESSAGE(http_status_for(malformed) == 400, "malformed");
+  claim_reply transient;
+  transient.failure = failure_kind::transient;
+  CHECK_MESSAGE(http_status_for(transient) == 503, "transient");
+  claim_reply internal;
+  internal.failure = failure_kind::internal;
+  CHECK_MESSAGE(http_status_for(internal) == 500, "internal");
+  CHECK_MESSAGE(http_status_for(claim_reply{}) == 500, "a reply with nothing in it is a bug");
+}
