@@ -1,0 +1,15 @@
+-- queue_take: takes up to $1 pending messages, oldest first, for the calling
+-- transaction.
+--   $1 = how many (the worker's --batch)
+-- FOR UPDATE SKIP LOCKED: concurrent claimers take disjoint messages without
+-- waiting; the row lock lasts until the transaction that also claims and
+-- marks them done commits, or is dropped with it on a crash, when the
+-- message becomes pending again (exactly-once effect). lag_s feeds the
+-- queue-lag metric.
+SELECT id, body,
+       extract(epoch FROM clock_timestamp() - enqueued_at)::float8 AS lag_s
+  FROM message_queue
+ WHERE done_at IS NULL
+ ORDER BY id
+ LIMIT $1
+   FOR UPDATE SKIP LOCKED

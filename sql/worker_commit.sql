@@ -1,0 +1,3 @@
+-- worker_commit: commits a claimer's transaction (no parameters). Only after
+-- this returns may a source acknowledge the messages (XACK, stdout line).
+COMMIT

@@ -1,0 +1,148 @@
+// enqueue: puts messages on the Postgres queue or a Redis stream, one JSON
+// message per line of FILE ({"user_id": ..., "campaign": ..., "message_id":
+// ...}; only user_id required). Lines are queued as they are, bad ones
+// included: judging them is the worker's job (it rejects and dead-letters
+// them with the reason). --campaign fills in the campaign of well-formed
+// messages that name none.
+#include <fstream>
+#include <iostream>
+#include <memory>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <fmt/format.h>
+#include <hiredis/hiredis.h>
+#include <pqxx/pqxx>
+
+#include "cli/commands.hpp"
+#include "common/failure.hpp"
+#include "db/session.hpp"
+#include "lock/redis_node.hpp"
+#include "sql_catalog.hpp"
+#include "worker/worker_config.hpp"
+
+namespace voucherd::cli {
+
+namespace {
+
+// Messages per transaction (pg) or pipeline (redis); progress every k_report.
+constexpr std::size_t k_enqueue_chunk = 1000;
+constexpr std::size_t k_report = 100000;
+
+std::string with_campaign(std::string line, const std::string& campaign) {
+  if (campaign.empty()) return line;
+  boost::system::error_code ec;
+  auto v = boost::json::parse(line, ec);
+  if (ec || !v.is_object() || v.get_object().contains("campaign")) return line;
+  v.get_object()["campaign"] = campaign;
+  return boost::json::serialize(v);
+}
+
+class pg_sink {
+ public:
+  explicit pg_sink(const std::string& url) : db_{url} {}
+  void put(const std::vector<std::string>& bodies) {
+    pqxx::work txn{db_.conn()};
+    for (const auto& b : bodies) exec(txn, sql::queue_enqueue, pqxx::binarystring{b});
+    // Delivered at commit: idle workers wake up and take these messages.
+    exec(txn, sql::queue_notify);
+    txn.commit();
+  }
+
+ private:
+  db_session db_;
+};
+
+class redis_sink {
+ public:
+  redis_sink(const std::string& url, std::string stream) : stream_{std::move(stream)} {
+    const auto endpoint = parse_redis_nodes(url).at(0);
+    ctx_.reset(redisConnect(endpoint.host.c_str(), endpoint.port));
+    if (!ctx_ || ctx_->err)
+      throw voucherd_error{failure_kind::transient,
+                           fmt::format("cannot connect to Redis at {}: {}", url, ctx_ ? ctx_->errstr : "out of memory")};
+  }
+  void put(const std::vector<std::string>& bodies) {
+    // Pipelined: every XADD is sent before the first reply is read.
+    for (const auto& b : bodies) {
+      const char* argv[] = {"XADD", stream_.c_str(), "*", "body", b.data()};
+      const size_t lens[] = {4, stream_.size(), 1, 4, b.size()};
+      redisAppendCommandArgv(ctx_.get(), 5, argv, lens);
+    }
+    for (std::size_t i = 0; i < bodies.size(); ++i) {
+      void* raw = nullptr;
+      if (redisGetReply(ctx_.get(), &raw) != REDIS_OK)
+        throw voucherd_error{failure_kind::transient, fmt::format("Redis failed during XADD: {}", ctx_->errstr)};
+      std::unique_ptr<redisReply, reply_deleter> reply{static_cast<redisReply*>(raw)};
+      if (reply->type == REDIS_REPLY_ERROR)
+        throw voucherd_error{failure_kind::transient, fmt::format("Redis refused XADD: {}", reply->str)};
+    }
+  }
+
+ private:
+  struct context_deleter {
+    void operator()(redisContext* c) const { redisFree(c); }
+  };
+  std::unique_ptr<redisContext, context_deleter> ctx_;
+  std::string stream_;
+};
+
+}  // namespace
+
+int run_enqueue(const args& a) {
+  std::string url_flag, source, campaign, path;
+  std::string redis_url = redis_source_config::k_default_url;
+  std::string stream = redis_source_config::k_default_stream;
+  po::options_description desc{
+      "voucherd enqueue: put one JSON message per line of FILE on a queue; progress on stderr, "
+      "a summary line on stdout"};
+  add_common(desc, url_flag);
+  desc.add_options()
+      ("source", po::value(&source)->required(), "pg (the message_queue table) or redis (a stream)")
+      ("campaign", po::value(&campaign), "campaign for messages that name none")
+      ("file", po::value(&path)->required(), "message file; - reads stdin")
+      ("redis-url", po::value(&redis_url)->default_value(redis_url), "redis: the server")
+      ("stream", po::value(&stream)->default_value(stream), "redis: the stream");
+  po::variables_map vm;
+  if (!parse(a, "voucherd enqueue --source pg|redis [--campaign NAME] FILE", desc, {"file"}, vm)) return k_exit_ok;
+  if (source != "pg" && source != "redis")
+    throw voucherd_error{failure_kind::usage, fmt::format("--source must be pg or redis, got '{}'", source)};
+  std::ifstream file;
+  if (path != "-") {
+    file.open(path, std::ios::binary);
+    if (!file) throw voucherd_error{failure_kind::usage, fmt::format("cannot open {}", path)};
+  }
+  std::istream& in = path == "-" ? std::cin : file;
+
+  std::unique_ptr<pg_sink> pg;
+  std::unique_ptr<redis_sink> redis;
+  if (source == "pg") pg = std::make_unique<pg_sink>(resolve_common(url_flag).database_url);
+  else redis = std::make_unique<redis_sink>(redis_url, stream);
+
+  std::vector<std::string> chunk;
+  std::size_t total = 0;
+  auto flush = [&] {
+    if (chunk.empty()) return;
+    if (pg) pg->put(chunk);
+    else redis->put(chunk);
+    total += chunk.size();
+    if (total % k_report < chunk.size()) say(fmt::format("enqueue: {} messages", total));
+    chunk.clear();
+  };
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty()) continue;
+    chunk.push_back(with_campaign(std::move(line), campaign));
+    if (chunk.size() == k_enqueue_chunk) flush();
+  }
+  flush();
+  say(fmt::format("enqueue: {} messages on {}", total, source == "pg" ? "the pg queue" : stream));
+  boost::json::object summary;
+  summary["enqueued"] = total;
+  summary["source"] = source;
+  print_json(summary);
+  return k_exit_ok;
+}
+
+}  // namespace voucherd::cli

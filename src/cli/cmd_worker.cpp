@@ -1,0 +1,126 @@
+// worker: the daemon of SPEC section 5. Options and environment are read
+// here, into worker_config, and validated once; the worker never reads the
+// environment itself.
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include <fmt/format.h>
+
+#include "cli/commands.hpp"
+#include "common/failure.hpp"
+#include "common/metrics.hpp"
+#include "worker/worker.hpp"
+
+namespace voucherd::cli {
+
+namespace {
+
+// Environment fallbacks, below flags and above the built-in defaults.
+constexpr const char* k_env_campaign = "VOUCHERD_CAMPAIGN";
+constexpr const char* k_env_concurrency = "VOUCHERD_CONCURRENCY";
+constexpr const char* k_env_batch = "VOUCHERD_BATCH";
+constexpr const char* k_env_redis_url = "VOUCHERD_REDIS_URL";
+constexpr const char* k_env_notify = "VOUCHERD_NOTIFY";
+
+std::string env_or(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::string{v} : fallback;
+}
+
+long env_number(const char* name, long fallback) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  const long n = std::strtol(v, &end, 10);
+  if (*end != '\0') throw voucherd_error{failure_kind::usage, fmt::format("{} must be a number, got '{}'", name, v)};
+  return n;
+}
+
+source_kind parse_source(const std::string& s) {
+  if (s == "stdin") return source_kind::stdin_lines;
+  if (s == "pg") return source_kind::pg;
+  if (s == "redis") return source_kind::redis;
+  throw voucherd_error{failure_kind::usage, fmt::format("--source must be stdin, pg or redis, got '{}'", s)};
+}
+
+std::string default_consumer() {
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  return fmt::format("{}-{}", host, ::getpid());
+}
+
+}  // namespace
+
+int run_worker(const args& a) {
+  worker_config config;
+  std::string url_flag, source = "pg";
+  int concurrency = 0;
+  long batch = 0;
+  long claim_idle_ms = config.redis.claim_idle.count();
+  long grace_ms = config.shutdown_grace.count();
+  po::options_description desc{
+      "voucherd worker: the claim daemon. Takes messages ({\"user_id\": ..., \"campaign\": ..., "
+      "\"message_id\": ...}) from a queue, claims a voucher for each, records one outcome per message.\n"
+      "Logs: one JSON object per line on stderr. SIGTERM/SIGINT: finish in-flight work, exit 0"};
+  add_common(desc, url_flag);
+  desc.add_options()
+      ("source", po::value(&source)->default_value("pg"),
+       "stdin (JSON lines in, outcome lines out, in order), pg (the message_queue table), "
+       "redis (a stream and consumer group)")
+      ("campaign", po::value(&config.campaign),
+       "campaign for messages that name none (env VOUCHERD_CAMPAIGN)")
+      ("concurrency", po::value(&concurrency),
+       fmt::format("concurrent claimers = database connections, 1..{} (env VOUCHERD_CONCURRENCY; default {})",
+                   worker_config::k_max_concurrency, worker_config::k_default_concurrency).c_str())
+      ("batch", po::value(&batch),
+       fmt::format("messages claimed per transaction (claim_batch), 1..{} (env VOUCHERD_BATCH; default {})",
+                   worker_config::k_max_batch, worker_config::k_default_batch).c_str())
+      ("http", po::value(&config.http_listen),
+       "serve POST /v1/claims, /healthz, /readyz, /metrics on ADDR:PORT (loopback only); off when absent")
+      ("notify", po::value(&config.notify),
+       "deliver notifications from the outbox: log | webhook:URL | redis (env VOUCHERD_NOTIFY); off when absent")
+      ("redis-url", po::value(&config.redis.url),
+       fmt::format("Redis for --source redis and --notify redis (env VOUCHERD_REDIS_URL; default {})",
+                   redis_source_config::k_default_url).c_str())
+      ("stream", po::value(&config.redis.stream)->default_value(redis_source_config::k_default_stream),
+       "redis: the message stream")
+      ("group", po::value(&config.redis.group)->default_value(redis_source_config::k_default_group),
+       "redis: the consumer group (created at 0 when missing)")
+      ("consumer", po::value(&config.redis.consumer), "redis: this worker's consumer name (default HOSTNAME-PID)")
+      ("dead-letter-stream", po::value(&config.redis.dead_letter_stream),
+       "redis: where rejected and undeliverable messages go (default STREAM:dead)")
+      ("claim-idle-ms", po::value(&claim_idle_ms)->default_value(claim_idle_ms),
+       "redis: take over (XAUTOCLAIM) messages pending this long on another consumer")
+      ("max-deliveries", po::value(&config.redis.max_deliveries)->default_value(config.redis.max_deliveries),
+       "redis: dead-letter a message handed out more often than this")
+      ("shutdown-grace-ms", po::value(&grace_ms)->default_value(grace_ms),
+       "on SIGTERM, how long in-flight transactions may take before they are abandoned (rolled back)");
+  po::variables_map vm;
+  if (!parse(a, "voucherd worker --source stdin|pg|redis [--campaign NAME] [--concurrency N] [--batch B] "
+                "[--http 127.0.0.1:PORT] [--notify log|webhook:URL|redis] [--redis-url URL]",
+             desc, {}, vm))
+    return k_exit_ok;
+
+  config.database_url = resolve_common(url_flag).database_url;
+  config.source = parse_source(source);
+  if (config.campaign.empty()) config.campaign = env_or(k_env_campaign, "");
+  config.concurrency = vm.count("concurrency") ? concurrency
+                                               : static_cast<int>(env_number(k_env_concurrency, config.concurrency));
+  const long b = vm.count("batch") ? batch : env_number(k_env_batch, static_cast<long>(config.batch));
+  if (b < 1) throw voucherd_error{failure_kind::usage, fmt::format("--batch must be 1..{}, got {}", worker_config::k_max_batch, b)};
+  config.batch = static_cast<std::size_t>(b);
+  if (!vm.count("redis-url")) config.redis.url = env_or(k_env_redis_url, config.redis.url);
+  config.notify_redis_url = config.redis.url;
+  if (config.notify.empty()) config.notify = env_or(k_env_notify, "");
+  if (config.redis.consumer.empty()) config.redis.consumer = default_consumer();
+  config.redis.claim_idle = std::chrono::milliseconds{claim_idle_ms};
+  config.shutdown_grace = std::chrono::milliseconds{grace_ms};
+  config.validate();
+
+  metrics registry;
+  worker w{config, make_source(config), registry};
+  return w.run();
+}
+
+}  // namespace voucherd::cli

@@ -1,0 +1,42 @@
+#pragma once
+// The push source behind POST /v1/claims: each request body is one message,
+// answered (through the http_server's done callback) once its claim
+// committed. Bodies that are not a message at all are answered at once as
+// malformed, messages with bad fields at once as rejected; neither touches
+// the database. A claim that cannot run now (the database is away) is
+// answered as a transient failure (503) rather than retried: the HTTP client
+// retries.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <unordered_map>
+
+#include "http/http_server.hpp"
+#include "source/message_buffer.hpp"
+#include "source/message_source.hpp"
+
+namespace voucherd {
+
+class http_source final : public message_source {
+ public:
+  explicit http_source(std::string default_campaign) : default_campaign_{std::move(default_campaign)} {}
+
+  const char* name() const override { return "http"; }
+  void start(asio::io_context& io) override;
+  // The http_server's claim_handler (called on the io_context thread).
+  void submit(std::string body, std::function<void(claim_reply)> done);
+
+  asio::awaitable<std::vector<delivery>> take(pg_connection& conn, std::size_t max) override;
+  asio::awaitable<void> wait_for_work(pg_connection& conn) override;
+  asio::awaitable<void> record(pg_connection&, std::vector<delivery>&, const std::vector<claim_outcome>&) override;
+  void committed(std::vector<delivery>& batch, const std::vector<claim_outcome>& outcomes) override;
+  void abandoned(std::vector<delivery> batch) override;
+
+ private:
+  std::string default_campaign_;
+  std::unique_ptr<message_buffer> buffer_;
+  std::uint64_t next_seq_ = 0;
+  std::unordered_map<std::uint64_t, std::function<void(claim_reply)>> waiting_;
+};
+
+}  // namespace voucherd

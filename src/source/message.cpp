@@ -1,0 +1,74 @@
+#include "source/message.hpp"
+
+#include <boost/json/parse.hpp>
+#include <boost/json/value.hpp>
+#include <fmt/format.h>
+
+namespace voucherd {
+
+namespace {
+
+// A string field, or an integer taken as its decimal text.
+std::optional<std::string> text_or_integer(const boost::json::value& v) {
+  if (v.is_string()) return std::string{v.get_string()};
+  if (v.is_int64()) return std::to_string(v.get_int64());
+  if (v.is_uint64()) return std::to_string(v.get_uint64());
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::variant<claim_request, claim_outcome> parse_message(std::string_view body, bool oversized,
+                                                         const std::string& default_campaign) {
+  auto reject = [&](std::string reason, std::string campaign = {}, std::string user = {}) {
+    return rejected_outcome(std::move(campaign), std::move(user), std::move(reason));
+  };
+  if (oversized) return reject(fmt::format("message is longer than {} bytes", k_max_message_bytes));
+  if (!utf8_length(body)) return reject("message is not valid UTF-8");
+  boost::system::error_code ec;
+  const auto json = boost::json::parse(body, ec);
+  if (ec) return reject(fmt::format("malformed JSON: {}", ec.message()));
+  if (!json.is_object()) return reject("message is not a JSON object");
+  const auto& obj = json.get_object();
+
+  claim_request r;
+  r.campaign = default_campaign;
+  if (const auto* c = obj.if_contains("campaign"); c && !c->is_null()) {
+    if (!c->is_string()) return reject("campaign must be a string");
+    r.campaign = std::string{c->get_string()};
+  }
+  if (const auto* m = obj.if_contains("message_id"); m && !m->is_null()) {
+    auto id = text_or_integer(*m);
+    if (!id) return reject("message_id must be a string or an integer", r.campaign);
+    r.message_id = std::move(*id);
+  }
+  const auto* u = obj.if_contains("user_id");
+  if (!u || u->is_null()) return reject("message has no user_id", r.campaign, {});
+  auto user = text_or_integer(*u);
+  if (!user) return reject("user_id must be a string or an integer", r.campaign);
+  r.user_id = std::move(*user);
+  if (r.campaign.empty()) return reject("message names no campaign and the worker has no --campaign", {}, r.user_id);
+  if (auto problem = request_problem(r)) return rejected_outcome(r.campaign, r.user_id, *problem, r.message_id);
+  return r;
+}
+
+bool is_malformed(const claim_outcome& o) {
+  return o.status == claim_status::rejected &&
+         (o.reason.starts_with("malformed JSON") || o.reason == "message is not valid UTF-8" ||
+          o.reason == "message is not a JSON object" || o.reason.starts_with("message is longer than"));
+}
+
+std::string bytea_hex(std::string_view body) {
+  static constexpr char k_digits[] = "0123456789abcdef";
+  const auto n = std::min(body.size(), k_dead_letter_body_bytes);
+  std::string out = "\\x";
+  out.reserve(2 + 2 * n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto c = static_cast<unsigned char>(body[i]);
+    out += k_digits[c >> 4];
+    out += k_digits[c & 15];
+  }
+  return out;
+}
+
+}  // namespace voucherd

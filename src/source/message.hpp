@@ -1,0 +1,50 @@
+#pragma once
+// A queue message as every source hands it to the worker, and the one parser
+// that turns its bytes into a claim request (or the reason it is rejected).
+//
+// Wire format (one JSON object; only user_id is required):
+//   {"user_id": "42" | 42, "campaign": "signup", "message_id": "m-1"}
+// A JSON integer user_id is taken as its decimal text. The checks of
+// claim_request.hpp apply; nothing here touches the database (I5).
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include "claim/claim_outcome.hpp"
+#include "claim/claim_request.hpp"
+
+namespace voucherd {
+
+// Longer messages are rejected unread; a source keeps at most this many
+// bytes of one (a 10 MB line costs 1 MiB of memory, not 10).
+inline constexpr std::size_t k_max_message_bytes = 1 << 20;
+// How much of a rejected message the dead_letter table keeps.
+inline constexpr std::size_t k_dead_letter_body_bytes = 64 * 1024;
+
+struct delivery {
+  std::string id;                  // source-specific: queue row id, stream entry id, line number
+  std::string body;                // the message bytes, at most k_max_message_bytes
+  bool oversized = false;          // the message was longer than k_max_message_bytes
+  std::uint64_t seq = 0;           // arrival order (stdin prints outcomes in this order)
+  int deliveries = 1;              // how often the queue handed it out (redis)
+  std::optional<std::string> poison;  // set by a source to reject without parsing (too many deliveries)
+  double lag_seconds = 0;          // time spent on the queue, when the source knows it
+  bool dead_lettered = false;      // set while recording: this delivery was dead-lettered now
+};
+
+// Whether a rejection from parse_message means the bytes are not a message at
+// all (bad UTF-8, bad JSON, not an object), as opposed to a message with bad
+// fields. HTTP answers the first 400 and the second 422.
+bool is_malformed(const claim_outcome& rejected);
+
+// Parses a message. Returns the request, or the rejected outcome saying why.
+std::variant<claim_request, claim_outcome> parse_message(std::string_view body, bool oversized,
+                                                         const std::string& default_campaign);
+
+// The body as a bytea hex literal ("\x..."), cut to k_dead_letter_body_bytes.
+std::string bytea_hex(std::string_view body);
+
+}  // namespace voucherd

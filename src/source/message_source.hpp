@@ -1,0 +1,71 @@
+#pragma once
+// The one interface every queue source (stdin, pg, redis) implements, and
+// that one conformance suite (tests/source_conformance_test.cpp) checks.
+//
+// A claimer drives a source through one transaction per batch:
+//
+//   worker_begin
+//   take(conn, B)          -> up to B deliveries (never blocks; empty = none now)
+//   ... claim them (claim_one / claim_batch) ...
+//   record(conn, ...)      -> the source's own bookkeeping, same transaction
+//   worker_commit
+//   committed(...)         -> only now may the source acknowledge
+//
+// On any failure before the commit returned, the transaction is rolled back
+// (or died with its connection) and abandoned() gives the deliveries back to
+// be taken again. Because claims are idempotent per user (and per message id)
+// a delivery that is taken twice still has one effect. The window between
+// commit and acknowledgement is the one place a message can be delivered
+// again after its effect happened; the claim statement answers such a
+// redelivery with already_claimed and the same code.
+//
+// All methods run on the worker's io_context thread.
+#include <chrono>
+#include <cstddef>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include "claim/claim_outcome.hpp"
+#include "claim/claim_request.hpp"
+#include "source/message.hpp"
+#include "worker/pg_connection.hpp"
+
+namespace voucherd {
+
+// How long an idle claimer sleeps before it looks again (also bounds how long
+// SIGTERM waits for an idle claimer).
+inline constexpr std::chrono::milliseconds k_idle_wait{250};
+
+class message_source {
+ public:
+  virtual ~message_source() = default;
+  virtual const char* name() const = 0;
+
+  virtual void start(asio::io_context& io) = 0;
+  // Every (re)connected claimer connection passes through here first.
+  virtual asio::awaitable<void> on_connect(pg_connection& conn);
+  virtual asio::awaitable<std::vector<delivery>> take(pg_connection& conn, std::size_t max) = 0;
+  // Waits at most about k_idle_wait for take() to have something.
+  virtual asio::awaitable<void> wait_for_work(pg_connection& conn) = 0;
+  virtual asio::awaitable<void> record(pg_connection& conn, std::vector<delivery>& batch,
+                                       const std::vector<claim_outcome>& outcomes) = 0;
+  virtual void committed(std::vector<delivery>& batch, const std::vector<claim_outcome>& outcomes) = 0;
+  virtual void abandoned(std::vector<delivery> batch) = 0;
+
+  // The message id a claim records its outcome under (message_outcome):
+  // the message's own id by default; the redis source uses the stream id.
+  virtual std::string claim_message_id(const delivery&, const claim_request& request) const {
+    return request.message_id;
+  }
+
+  // No message will come again and every taken one is answered (stdin at EOF).
+  virtual bool finished() const { return false; }
+  // SIGTERM/SIGINT: take nothing new from the queue.
+  virtual void stop_intake() {}
+  // After the last claimer stopped: flush acknowledgements, join threads.
+  virtual void close() {}
+};
+
+}  // namespace voucherd

@@ -1,0 +1,80 @@
+#include "source/pg_queue_source.hpp"
+
+#include <fmt/format.h>
+
+#include "sql_catalog.hpp"
+
+namespace voucherd {
+
+std::string pg_array_literal(const std::vector<std::optional<std::string>>& elements) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < elements.size(); ++i) {
+    if (i) out += ',';
+    if (!elements[i]) {
+      out += "NULL";
+      continue;
+    }
+    out += '"';
+    for (char c : *elements[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  out += '}';
+  return out;
+}
+
+asio::awaitable<void> pg_queue_source::on_connect(pg_connection& conn) {
+  co_await conn.exec_simple(sql::queue_listen);
+}
+
+asio::awaitable<std::vector<delivery>> pg_queue_source::take(pg_connection& conn, std::size_t max) {
+  std::vector<pg_param> params{std::to_string(max)};
+  const auto rows = co_await conn.exec(sql::queue_take, std::move(params));
+  std::vector<delivery> out;
+  out.reserve(static_cast<std::size_t>(rows.size()));
+  const int id = rows.column("id"), body = rows.column("body"), lag = rows.column("lag_s");
+  for (int r = 0; r < rows.size(); ++r) {
+    delivery d;
+    d.id = std::string{rows.text(r, id)};
+    d.body = rows.bytes(r, body);
+    if (d.body.size() > k_max_message_bytes) {
+      d.oversized = true;
+      d.body.resize(k_dead_letter_body_bytes);
+    }
+    d.lag_seconds = std::strtod(std::string{rows.text(r, lag)}.c_str(), nullptr);
+    out.push_back(std::move(d));
+  }
+  co_return out;
+}
+
+asio::awaitable<void> pg_queue_source::wait_for_work(pg_connection& conn) {
+  // A notification that arrived while the last take ran means new rows may
+  // have committed after its snapshot: look again at once.
+  if (conn.take_notifications()) co_return;
+  co_await conn.wait_readable(k_idle_wait);
+}
+
+asio::awaitable<void> pg_queue_source::record(pg_connection& conn, std::vector<delivery>& batch,
+                                              const std::vector<claim_outcome>& outcomes) {
+  std::vector<std::optional<std::string>> ids, statuses, reasons, vouchers;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    const auto& o = outcomes[i];
+    ids.emplace_back(batch[i].id);
+    statuses.emplace_back(to_string(o.status));
+    reasons.push_back(o.reason.empty() ? std::nullopt : std::optional{o.reason});
+    vouchers.push_back(o.voucher_id ? std::optional{std::to_string(*o.voucher_id)} : std::nullopt);
+  }
+  std::vector<pg_param> params{pg_array_literal(ids), pg_array_literal(statuses),
+                                            pg_array_literal(reasons), pg_array_literal(vouchers)};
+  co_await conn.exec(sql::queue_mark_done, std::move(params));
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    if (outcomes[i].status != claim_status::rejected) continue;
+    std::vector<pg_param> params{std::string{"pg"}, batch[i].id, bytea_hex(batch[i].body), outcomes[i].reason};
+    co_await conn.exec(sql::worker_dead_letter, std::move(params));
+    batch[i].dead_lettered = true;
+  }
+}
+
+}  // namespace voucherd

@@ -1,0 +1,36 @@
+#pragma once
+// The Postgres queue source: messages are rows of message_queue, in the same
+// database as the pool.
+//
+// take() locks up to B pending rows with FOR UPDATE SKIP LOCKED inside the
+// claimer's transaction; record() writes each outcome (status, reason,
+// voucher_id) onto its row and dead-letters rejected ones, still inside it.
+// Take, claim and mark-done commit together or not at all: a worker killed
+// at any point leaves its rows pending and unlocked, another worker takes
+// them, and the effect is exactly once. Nothing needs acknowledging after the
+// commit. Order: oldest first, but concurrent claimers finish out of order.
+//
+// Idle claimers sleep on their connection's socket, subscribed to the
+// voucherd_queue channel that `voucherd enqueue` notifies after each commit
+// (LISTEN/NOTIFY), with k_idle_wait as a safety net, not a busy poll.
+#include "source/message_source.hpp"
+
+namespace voucherd {
+
+class pg_queue_source final : public message_source {
+ public:
+  const char* name() const override { return "pg"; }
+  void start(asio::io_context&) override {}
+  asio::awaitable<void> on_connect(pg_connection& conn) override;
+  asio::awaitable<std::vector<delivery>> take(pg_connection& conn, std::size_t max) override;
+  asio::awaitable<void> wait_for_work(pg_connection& conn) override;
+  asio::awaitable<void> record(pg_connection& conn, std::vector<delivery>& batch,
+                               const std::vector<claim_outcome>& outcomes) override;
+  void committed(std::vector<delivery>&, const std::vector<claim_outcome>&) override {}
+  void abandoned(std::vector<delivery>) override {}
+};
+
+// A Postgres array literal ({...}) of the given elements; nullopt is NULL.
+std::string pg_array_literal(const std::vector<std::optional<std::string>>& elements);
+
+}  // namespace voucherd

@@ -1,0 +1,16 @@
+#pragma once
+// The worker's log: one JSON object per line on stderr with level, time
+// (UTC, ISO 8601 with milliseconds) and msg, plus any extra fields.
+// Thread-safe (one write per line). Never log a database URL unredacted.
+#include <string>
+#include <string_view>
+
+#include <boost/json/object.hpp>
+
+namespace voucherd {
+
+enum class log_level { debug, info, warn, error };
+
+void log_json(log_level level, std::string_view msg, boost::json::object fields = {});
+
+}  // namespace voucherd

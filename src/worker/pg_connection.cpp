@@ -1,0 +1,210 @@
+#include "worker/pg_connection.hpp"
+
+#include <charconv>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <fmt/format.h>
+
+
+namespace voucherd {
+
+using namespace boost::asio::experimental::awaitable_operators;
+using asio::use_awaitable;
+
+namespace {
+
+// libpq does not enforce connect_timeout on an asynchronous connect; we do.
+constexpr std::chrono::seconds k_connect_timeout{5};
+
+std::string trimmed(const char* text) {
+  std::string s = text ? text : "";
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+}  // namespace
+
+std::int64_t pg_rows::int64(int row, int col) const {
+  const auto t = text(row, col);
+  std::int64_t v = 0;
+  const auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+  if (ec != std::errc{} || p != t.data() + t.size())
+    throw voucherd_error{failure_kind::internal, fmt::format("expected an integer, got '{}'", t)};
+  return v;
+}
+
+std::string pg_rows::bytes(int row, int col) const {
+  std::size_t len = 0;
+  unsigned char* raw =
+      PQunescapeBytea(reinterpret_cast<const unsigned char*>(PQgetvalue(result_.get(), row, col)), &len);
+  if (!raw) throw voucherd_error{failure_kind::internal, "cannot decode a bytea value"};
+  std::string out(reinterpret_cast<const char*>(raw), len);
+  PQfreemem(raw);
+  return out;
+}
+
+int pg_rows::column(const char* name) const {
+  const int c = PQfnumber(result_.get(), name);
+  if (c < 0) throw voucherd_error{failure_kind::internal, fmt::format("result has no column {}", name)};
+  return c;
+}
+
+pg_connection::pg_connection(asio::io_context& io, std::string url) : io_{io}, url_{std::move(url)} {}
+
+pg_connection::~pg_connection() { close(); }
+
+bool pg_connection::is_open() const { return conn_ && socket_ && PQstatus(conn_) == CONNECTION_OK; }
+
+void pg_connection::close() {
+  if (socket_) {
+    // libpq owns the descriptor: hand it back before PQfinish closes it.
+    socket_->release();
+    socket_.reset();
+  }
+  if (conn_) {
+    PQfinish(conn_);
+    conn_ = nullptr;
+  }
+}
+
+pg_error pg_connection::lost(std::string_view statement, std::string why) {
+  if (why.empty()) why = conn_ ? trimmed(PQerrorMessage(conn_)) : "not connected";
+  return pg_error{failure_kind::transient, std::string{statement}, "", true,
+                  fmt::format("database connection lost during {}: {}", statement, why)};
+}
+
+asio::awaitable<void> pg_connection::connect() {
+  close();
+  conn_ = PQconnectStart(url_.c_str());
+  if (!conn_ || PQstatus(conn_) == CONNECTION_BAD) {
+    auto e = lost("connect", fmt::format("cannot connect to the database: {}",
+                                         conn_ ? trimmed(PQerrorMessage(conn_)) : "out of memory"));
+    close();
+    throw e;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + k_connect_timeout;
+  auto state = PGRES_POLLING_WRITING;
+  while (state != PGRES_POLLING_OK) {
+    if (state == PGRES_POLLING_FAILED) {
+      auto e = lost("connect", fmt::format("cannot connect to the database: {}", trimmed(PQerrorMessage(conn_))));
+      close();
+      throw e;
+    }
+    // The socket may change between polls (another address is tried): wrap
+    // it afresh each time and hand it back before polling again.
+    asio::posix::stream_descriptor sd{io_, PQsocket(conn_)};
+    asio::steady_timer timer{io_, deadline};
+    auto which = co_await (sd.async_wait(state == PGRES_POLLING_READING ? asio::posix::descriptor_base::wait_read
+                                                                       : asio::posix::descriptor_base::wait_write,
+                                         use_awaitable) ||
+                           timer.async_wait(use_awaitable));
+    sd.release();
+    if (which.index() == 1) {
+      close();
+      throw lost("connect", "cannot connect to the database: timed out");
+    }
+    state = PQconnectPoll(conn_);
+  }
+  if (PQsetnonblocking(conn_, 1) != 0) {
+    auto e = lost("connect", "cannot switch the connection to non-blocking mode");
+    close();
+    throw e;
+  }
+  socket_ = std::make_unique<asio::posix::stream_descriptor>(io_, PQsocket(conn_));
+  prepared_.clear();
+}
+
+asio::awaitable<void> pg_connection::wait(bool for_write) {
+  co_await socket_->async_wait(
+      for_write ? asio::posix::descriptor_base::wait_write : asio::posix::descriptor_base::wait_read,
+      use_awaitable);
+}
+
+asio::awaitable<pg_rows> pg_connection::exec(const sql_statement& statement, std::vector<pg_param> params) {
+  if (!is_open()) throw lost(statement.name, "not connected");
+  // Prepared on first use (like libpqxx): some catalog statements name
+  // temporary tables that exist only inside the command that uses them.
+  if (!prepared_.contains(statement.name)) {
+    if (!PQsendPrepare(conn_, statement.name_str().c_str(), statement.text_str().c_str(), 0, nullptr))
+      throw lost(statement.name);
+    co_await finish(statement.name);
+    prepared_.insert(statement.name);
+  }
+  std::vector<const char*> values;
+  values.reserve(params.size());
+  for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
+  if (!PQsendQueryPrepared(conn_, statement.name_str().c_str(), static_cast<int>(values.size()), values.data(),
+                           nullptr, nullptr, 0))
+    throw lost(statement.name);
+  co_return co_await finish(statement.name);
+}
+
+asio::awaitable<void> pg_connection::exec_simple(const sql_statement& statement) {
+  if (!is_open()) throw lost(statement.name, "not connected");
+  if (!PQsendQuery(conn_, statement.text_str().c_str())) throw lost(statement.name);
+  co_await finish(statement.name);
+}
+
+asio::awaitable<pg_rows> pg_connection::finish(std::string_view statement) {
+  for (;;) {
+    const int f = PQflush(conn_);
+    if (f == 0) break;
+    if (f < 0) throw lost(statement);
+    co_await wait(true);
+  }
+  pg_rows rows;
+  std::optional<pg_error> error;
+  for (;;) {
+    while (PQisBusy(conn_)) {
+      co_await wait(false);
+      if (!PQconsumeInput(conn_)) throw lost(statement);
+    }
+    PGresult* r = PQgetResult(conn_);
+    if (!r) break;
+    const auto status = PQresultStatus(r);
+    if (status == PGRES_FATAL_ERROR || status == PGRES_BAD_RESPONSE || status == PGRES_NONFATAL_ERROR) {
+      const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+      std::string sqlstate = state ? state : "";
+      const std::string message = trimmed(PQresultErrorMessage(r));
+      PQclear(r);
+      if (status == PGRES_NONFATAL_ERROR) continue;
+      const bool gone = PQstatus(conn_) == CONNECTION_BAD || sqlstate.empty() || sqlstate.starts_with("08") ||
+                        sqlstate == "57P01" || sqlstate == "57P02" || sqlstate == "57P03";
+      if (!error)
+        error.emplace(gone ? failure_kind::transient : classify_sqlstate(sqlstate), std::string{statement},
+                      sqlstate, gone, fmt::format("{} failed: {} (SQLSTATE {})", statement, message, sqlstate));
+    } else {
+      rows = pg_rows{r};
+    }
+  }
+  if (PQstatus(conn_) == CONNECTION_BAD) {
+    if (error) throw pg_error{failure_kind::transient, error->statement(), error->sqlstate(), true, error->what()};
+    throw lost(statement);
+  }
+  if (error) throw *error;
+  co_return rows;
+}
+
+bool pg_connection::take_notifications() {
+  if (!conn_) return false;
+  PQconsumeInput(conn_);
+  bool any = false;
+  while (PGnotify* n = PQnotifies(conn_)) {
+    any = true;
+    PQfreemem(n);
+  }
+  return any;
+}
+
+asio::awaitable<void> pg_connection::wait_readable(std::chrono::milliseconds timeout) {
+  if (!is_open()) co_return;
+  asio::steady_timer timer{io_, timeout};
+  co_await (socket_->async_wait(asio::posix::descriptor_base::wait_read, asio::as_tuple(use_awaitable)) ||
+            timer.async_wait(asio::as_tuple(use_awaitable)));
+  if (!PQconsumeInput(conn_)) throw lost("wait for notifications");
+}
+
+}  // namespace voucherd

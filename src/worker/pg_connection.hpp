@@ -1,0 +1,118 @@
+#pragma once
+// One asynchronous Postgres connection for the worker's claimers: libpq's
+// non-blocking API (PQsendQueryPrepared / PQconsumeInput / PQgetResult) with
+// the socket waited on by Boost.Asio, so N claimers share one io_context
+// thread and no thread is ever blocked on the database.
+//
+// Contract:
+//  - connect() opens the connection without blocking (PQconnectStart/Poll)
+//    and prepares each catalog statement under its stable name on first use;
+//  - exec() runs one catalog statement with text parameters and returns its
+//    rows; a server error throws pg_error carrying the statement name, the
+//    SQLSTATE and the failure kind; a lost connection throws pg_error with
+//    kind transient and lost_connection() true, after which is_open() is
+//    false and connect() must be called again;
+//  - exec_simple() runs a parameterless catalog statement through the simple
+//    query protocol (BEGIN, COMMIT, ROLLBACK, LISTEN);
+//  - one statement at a time: the caller (one claimer coroutine) owns it.
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+#include <vector>
+
+#include <libpq-fe.h>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+
+#include "common/failure.hpp"
+#include "db/sql_statement.hpp"
+
+namespace voucherd {
+
+namespace asio = boost::asio;
+
+class pg_error : public voucherd_error {
+ public:
+  pg_error(failure_kind kind, std::string statement, std::string sqlstate, bool lost, const std::string& what)
+      : voucherd_error{kind, what}, statement_{std::move(statement)}, sqlstate_{std::move(sqlstate)}, lost_{lost} {}
+  const std::string& statement() const noexcept { return statement_; }
+  const std::string& sqlstate() const noexcept { return sqlstate_; }
+  bool lost_connection() const noexcept { return lost_; }
+  // A unique violation on voucher_item_owner_key (a racing duplicate delivery),
+  // a serialization failure or a deadlock: running the transaction again helps.
+  bool worth_retrying() const noexcept {
+    return sqlstate_ == "23505" || sqlstate_ == "40001" || sqlstate_ == "40P01";
+  }
+
+ private:
+  std::string statement_;
+  std::string sqlstate_;
+  bool lost_ = false;
+};
+
+// The rows of one result, read as text.
+class pg_rows {
+ public:
+  pg_rows() = default;
+  explicit pg_rows(PGresult* r) : result_{r, &PQclear} {}
+  int size() const { return result_ ? PQntuples(result_.get()) : 0; }
+  bool empty() const { return size() == 0; }
+  bool is_null(int row, int col) const { return PQgetisnull(result_.get(), row, col) != 0; }
+  std::string_view text(int row, int col) const {
+    return {PQgetvalue(result_.get(), row, col),
+            static_cast<std::size_t>(PQgetlength(result_.get(), row, col))};
+  }
+  std::int64_t int64(int row, int col) const;
+  std::optional<std::int64_t> opt_int64(int row, int col) const {
+    if (is_null(row, col)) return std::nullopt;
+    return int64(row, col);
+  }
+  // A bytea column in hex text form, decoded.
+  std::string bytes(int row, int col) const;
+  int column(const char* name) const;
+
+ private:
+  std::shared_ptr<PGresult> result_;
+};
+
+// A parameter: text, or SQL NULL when nullopt.
+using pg_param = std::optional<std::string>;
+
+class pg_connection {
+ public:
+  pg_connection(asio::io_context& io, std::string url);
+  ~pg_connection();
+  pg_connection(const pg_connection&) = delete;
+  pg_connection& operator=(const pg_connection&) = delete;
+
+  asio::awaitable<void> connect();
+  bool is_open() const;
+  void close();
+
+  asio::awaitable<pg_rows> exec(const sql_statement& statement, std::vector<pg_param> params = {});
+  asio::awaitable<void> exec_simple(const sql_statement& statement);
+
+  // True when a NOTIFY arrived since the last call (drains libpq's queue).
+  bool take_notifications();
+  // Waits until the server sends something (a NOTIFY) or the timeout passes.
+  asio::awaitable<void> wait_readable(std::chrono::milliseconds timeout);
+
+ private:
+  asio::awaitable<pg_rows> finish(std::string_view statement);
+  asio::awaitable<void> wait(bool for_write);
+  pg_error lost(std::string_view statement, std::string why = {});
+
+  asio::io_context& io_;
+  std::string url_;
+  PGconn* conn_ = nullptr;
+  std::unique_ptr<asio::posix::stream_descriptor> socket_;
+  std::unordered_set<std::string_view> prepared_;  // catalog names: their storage is static
+};
+
+}  // namespace voucherd

@@ -1,0 +1,36 @@
+#include "worker/worker_config.hpp"
+
+#include <fmt/format.h>
+
+#include "claim/claim_request.hpp"
+#include "common/failure.hpp"
+
+namespace voucherd {
+
+const char* to_string(source_kind kind) {
+  switch (kind) {
+    case source_kind::stdin_lines: return "stdin";
+    case source_kind::pg: return "pg";
+    case source_kind::redis: return "redis";
+  }
+  return "pg";
+}
+
+void worker_config::validate() const {
+  auto fail = [](std::string what) { throw voucherd_error{failure_kind::usage, std::move(what)}; };
+  if (!campaign.empty())
+    if (auto p = campaign_name_problem(campaign)) fail(fmt::format("--campaign: {}", *p));
+  if (concurrency < 1 || concurrency > k_max_concurrency)
+    fail(fmt::format("--concurrency must be 1..{}, got {}", k_max_concurrency, concurrency));
+  if (batch < 1 || batch > k_max_batch) fail(fmt::format("--batch must be 1..{}, got {}", k_max_batch, batch));
+  if (shutdown_grace.count() < 0) fail("--shutdown-grace-ms must not be negative");
+  if (source == source_kind::redis) {
+    if (!redis.url.starts_with("redis://")) fail(fmt::format("--redis-url must start with redis://, got '{}'", redis.url));
+    if (redis.stream.empty()) fail("--stream must not be empty");
+    if (redis.group.empty()) fail("--group must not be empty");
+    if (redis.claim_idle.count() < 1) fail("--claim-idle-ms must be at least 1");
+    if (redis.max_deliveries < 1) fail(fmt::format("--max-deliveries must be at least 1, got {}", redis.max_deliveries));
+  }
+}
+
+}  // namespace voucherd

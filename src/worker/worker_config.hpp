@@ -1,0 +1,57 @@
+#pragma once
+// Everything `voucherd worker` can be told, with its defaults as named
+// constants. Filled from flags and environment by cli/cmd_worker.cpp,
+// validated once by validate(); the worker itself never reads getenv.
+#include <chrono>
+#include <cstddef>
+#include <string>
+
+namespace voucherd {
+
+enum class source_kind { stdin_lines, pg, redis };
+
+const char* to_string(source_kind kind);
+
+struct redis_source_config {
+  static constexpr const char* k_default_url = "redis://127.0.0.1:6379";
+  static constexpr const char* k_default_stream = "voucherd:messages";
+  static constexpr const char* k_default_group = "voucherd";
+  static constexpr std::chrono::milliseconds k_default_claim_idle{30000};
+  static constexpr int k_default_max_deliveries = 5;
+
+  std::string url = k_default_url;
+  std::string stream = k_default_stream;
+  std::string group = k_default_group;
+  std::string consumer;            // default: <hostname>-<pid>
+  std::string dead_letter_stream;  // default: <stream>:dead
+  // A message pending this long on a consumer is presumed orphaned (its
+  // consumer died) and taken over with XAUTOCLAIM.
+  std::chrono::milliseconds claim_idle = k_default_claim_idle;
+  // A message handed out more often than this is dead-lettered instead.
+  int max_deliveries = k_default_max_deliveries;
+};
+
+struct worker_config {
+  static constexpr int k_default_concurrency = 4;
+  static constexpr int k_max_concurrency = 256;
+  static constexpr std::size_t k_default_batch = 1;
+  static constexpr std::size_t k_max_batch = 1000;
+  // SIGTERM: in-flight transactions get this long to commit or roll back.
+  static constexpr std::chrono::milliseconds k_default_shutdown_grace{8000};
+
+  source_kind source = source_kind::pg;
+  std::string campaign;      // for messages that name none; may be empty
+  std::string database_url;  // "" = libpq's PG* variables
+  int concurrency = k_default_concurrency;  // claimers = database connections
+  std::size_t batch = k_default_batch;      // messages per transaction
+  std::string http_listen;   // "127.0.0.1:PORT"; empty = no HTTP
+  std::string notify;        // "log" | "webhook:URL" | "redis"; empty = no dispatcher
+  std::string notify_redis_url = redis_source_config::k_default_url;
+  redis_source_config redis;
+  std::chrono::milliseconds shutdown_grace = k_default_shutdown_grace;
+
+  // Throws voucherd_error(usage) naming the option and the allowed values.
+  void validate() const;
+};
+
+}  // namespace voucherd
