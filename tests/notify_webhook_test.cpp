@@ -1,0 +1,371 @@
+// The outbox dispatcher through the webhook sink, against a real HTTP
+// receiver on 127.0.0.1: retries with backoff, one idempotency key per claim,
+// 'failed' after the last attempt (and visible in `voucherd stats`), SKIP
+// LOCKED sharing between dispatchers, and the at-least-once window.
+#include <doctest/doctest.h>
+
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/json.hpp>
+#include <fmt/format.h>
+
+#include "claim/claim_engine.hpp"
+#include "common/failure.hpp"
+#include "common/metrics.hpp"
+#include "notify/outbox_dispatcher.hpp"
+#include "support/test_db.hpp"
+
+using namespace voucherd;
+using namespace voucherd::test;
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using namespace std::chrono_literals;
+
+namespace {
+
+// A webhook receiver on 127.0.0.1:PORT, one thread, one request per
+// connection (the sink sends Connection: close). `policy` picks the status of
+// each request from its key and how often that key was seen before (0-based).
+class webhook_receiver {
+ public:
+  struct request_seen {
+    std::string header_key;  // the Idempotency-Key header
+    boost::json::object body;
+    unsigned status = 0;  // what the receiver answered
+  };
+  using policy = std::function<unsigned(const std::string& key, int seen_before)>;
+
+  explicit webhook_receiver(policy p) : policy_{std::move(p)}, acceptor_{io_, {asio::ip::make_address("127.0.0.1"), 0}} {
+    thread_ = std::thread{[this] { serve(); }};
+  }
+  ~webhook_receiver() {
+    stopping_ = true;
+    boost::system::error_code ec;
+    tcp::socket wake{io_};
+    wake.connect(acceptor_.local_endpoint(), ec);  // unblocks accept()
+    thread_.join();
+  }
+
+  std::string url() const { return fmt::format("http://127.0.0.1:{}/hook", acceptor_.local_endpoint().port()); }
+
+  std::vector<request_seen> requests() const {
+    std::lock_guard lock{mutex_};
+    return requests_;
+  }
+  // Waits until pred(requests) holds or the deadline passes.
+  bool wait_until(const std::function<bool(const std::vector<request_seen>&)>& pred,
+                  std::chrono::seconds deadline = 20s) {
+    std::unique_lock lock{mutex_};
+    return changed_.wait_for(lock, deadline, [&] { return pred(requests_); });
+  }
+
+ private:
+  void serve() {
+    while (!stopping_) {
+      tcp::socket socket{io_};
+      boost::system::error_code ec;
+      acceptor_.accept(socket, ec);
+      if (ec || stopping_) continue;
+      beast::flat_buffer buffer;
+      http::request<http::string_body> req;
+      http::read(socket, buffer, req, ec);
+      if (ec) continue;
+      request_seen seen;
+      seen.header_key = std::string{req["Idempotency-Key"]};
+      seen.body = boost::json::parse(req.body()).as_object();
+      int before = 0;
+      {
+        std::lock_guard lock{mutex_};
+        before = seen_[seen.header_key]++;
+      }
+      seen.status = policy_(seen.header_key, before);
+      http::response<http::string_body> res{static_cast<http::status>(seen.status), 11};
+      res.body() = seen.status < 300 ? "ok" : "try again";
+      res.keep_alive(false);
+      res.prepare_payload();
+      http::write(socket, res, ec);
+      {
+        std::lock_guard lock{mutex_};
+        requests_.push_back(std::move(seen));
+      }
+      changed_.notify_all();
+    }
+  }
+
+  policy policy_;
+  asio::io_context io_;
+  tcp::acceptor acceptor_;
+  std::thread thread_;
+  std::atomic<bool> stopping_{false};
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  std::map<std::string, int> seen_;
+  std::vector<request_seen> requests_;
+};
+
+unsigned fail_first_two(const std::string&, int seen_before) { return seen_before < 2 ? 503 : 200; }
+unsigned always_fail(const std::string&, int) { return 500; }
+unsigned always_accept(const std::string&, int) { return 200; }
+
+// Test settings: no waiting between attempts, so a pass per attempt.
+notify_config fast_webhook(const webhook_receiver& receiver, int max_attempts = 5) {
+  auto config = parse_notify_option("webhook:" + receiver.url(), "");
+  config.max_attempts = max_attempts;
+  config.backoff_base = 0ms;
+  config.backoff_cap = 0ms;
+  config.jitter = 0;
+  config.webhook_timeout = 2000ms;
+  config.poll_interval = 20ms;
+  return config;
+}
+
+void claim_users(const test_database& db, int users, const std::string& campaign = "signup") {
+  db_session session{db.url()};
+  claim_engine engine{session};
+  for (int i = 1; i <= users; ++i) {
+    const auto outcome = engine.claim({campaign, fmt::format("user-{}", i), {}});
+    REQUIRE_MESSAGE(outcome.status == claim_status::claimed, to_json_line(outcome));
+  }
+}
+
+// Runs passes until nothing is pending, with a deadline instead of a sleep.
+void drain_until_settled(const test_database& db, outbox_dispatcher& dispatcher) {
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (db.count("SELECT count(*) FROM notification_outbox WHERE status = 'pending'") > 0) {
+    REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline, "the outbox did not settle within 30 s");
+    dispatcher.drain_once();
+  }
+}
+
+std::int64_t stats_field(const test_database& db, const std::string& field) {
+  auto r = run_voucherd({"stats", "--campaign", "signup", "--database-url", db.url()});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  return boost::json::parse(r.out).as_object().at(field).as_int64();
+}
+
+}  // namespace
+
+TEST_CASE("a receiver that fails the first two attempts gets every notification, one key per claim") {
+  test_database db;
+  db.make_campaign("signup", 10);
+  claim_users(db, 6);
+  webhook_receiver receiver{fail_first_two};
+  metrics registry;
+  outbox_dispatcher dispatcher{db.url(), fast_webhook(receiver), registry};
+  drain_until_settled(db, dispatcher);
+
+  const auto requests = receiver.requests();
+  std::map<std::string, int> attempts_per_key, accepted_per_key;
+  for (const auto& r : requests) {
+    CHECK_MESSAGE(r.header_key == r.body.at("idempotency_key").as_string().c_str(),
+                  "the Idempotency-Key header matches the body: " << r.header_key);
+    ++attempts_per_key[r.header_key];
+    if (r.status == 200) ++accepted_per_key[r.header_key];
+  }
+  CHECK_MESSAGE(attempts_per_key.size() == 6, "one idempotency key per claim, got " << attempts_per_key.size());
+  for (const auto& [key, n] : attempts_per_key) {
+    CHECK_MESSAGE(n == 3, key << " was attempted " << n << " times, expected 2 failures + 1 success");
+    CHECK_MESSAGE(accepted_per_key[key] == 1, key << " accepted " << accepted_per_key[key] << " times");
+  }
+  // Every accepted notification tells the owner their own code (I3).
+  for (const auto& r : requests) {
+    if (r.status != 200) continue;
+    const std::string user = r.body.at("user_id").as_string().c_str();
+    const std::string code = r.body.at("code").as_string().c_str();
+    CHECK_MESSAGE(db.scalar(fmt::format("SELECT code FROM voucher_item WHERE user_id = '{}'", user)) == code,
+                  user << " was told " << code);
+  }
+  CHECK_MESSAGE(db.count("SELECT count(*) FROM notification_outbox WHERE status = 'sent' AND attempts = 3 "
+                         "AND last_error IS NULL AND sent_at IS NOT NULL") == 6,
+                "all sent, the attempts column counts the 3 tries");
+  CHECK_MESSAGE(registry.notifications(true) == 6, "delivered attempts: " << registry.notifications(true));
+  CHECK_MESSAGE(registry.notifications(false) == 12, "failed attempts: " << registry.notifications(false));
+  CHECK_MESSAGE(registry.prometheus_text().find("voucherd_notification_attempts_total{result=\"failed\"} 12") !=
+                    std::string::npos,
+                registry.prometheus_text());
+  CHECK_MESSAGE(stats_field(db, "outbox_sent") == 6, "stats shows the sent notifications");
+  CHECK_MESSAGE(audit_campaign(*db.connect(), "signup").empty(), "I1-I3 hold");
+}
+
+TEST_CASE("a receiver that always fails leaves the notification failed after the last try, visible in stats") {
+  test_database db;
+  db.make_campaign("signup", 10);
+  claim_users(db, 4);
+  webhook_receiver receiver{always_fail};
+  metrics registry;
+  outbox_dispatcher dispatcher{db.url(), fast_webhook(receiver, /*max_attempts=*/3), registry};
+  drain_until_settled(db, dispatcher);
+
+  CHECK_MESSAGE(db.count("SELECT count(*) FROM notification_outbox WHERE status = 'failed' AND attempts = 3 "
+                         "AND last_error LIKE '%HTTP 500%'") == 4,
+                "failed after 3 attempts with the receiver's answer as last_error: "
+                    << db.scalar("SELECT string_agg(status || ' ' || attempts || ' ' || coalesce(last_error, ''), '; ') "
+                                 "FROM notification_outbox"));
+  CHECK_MESSAGE(receiver.requests().size() == 12, "3 attempts for each of 4, got " << receiver.requests().size());
+  CHECK_MESSAGE(registry.notifications(false) == 12, "failed attempts counted: " << registry.notifications(false));
+  CHECK_MESSAGE(stats_field(db, "outbox_failed") == 4, "stats shows outbox_failed");
+  CHECK_MESSAGE(stats_field(db, "outbox_pending") == 0, "nothing left pending");
+  CHECK_MESSAGE(dispatcher.drain_once() == 0, "a failed notification is not attempted again");
+}
+
+TEST_CASE("a failed attempt waits for a capped exponential backoff") {
+  test_database db;
+  db.make_campaign("signup", 1);
+  claim_users(db, 1);
+  webhook_receiver receiver{always_fail};
+  metrics registry;
+  auto config = fast_webhook(receiver, /*max_attempts=*/10);
+  config.backoff_base = 10s;
+  config.backoff_cap = 25s;
+  outbox_dispatcher dispatcher{db.url(), config, registry};
+  // Expected waits after attempts 1, 2, 3, 4: 10 s, 20 s, then the cap.
+  for (const double expected : {10.0, 20.0, 25.0, 25.0}) {
+    CHECK_MESSAGE(dispatcher.drain_once() == 1, "the due notification is attempted");
+    CHECK_MESSAGE(dispatcher.drain_once() == 0, "and then held back by its backoff");
+    const double wait = std::stod(db.scalar(
+        "SELECT extract(epoch FROM next_attempt_at - now()) FROM notification_outbox"));
+    CHECK_MESSAGE(std::abs(wait - expected) < 2.0, "waits " << wait << " s, expected about " << expected);
+    // Let time pass: the notification is due again.
+    db.scalar("UPDATE notification_outbox SET next_attempt_at = now() RETURNING id");
+  }
+}
+
+TEST_CASE("the dispatcher thread delivers claims as they are made, and stop() returns") {
+  test_database db;
+  db.make_campaign("signup", 10);
+  webhook_receiver receiver{always_accept};
+  metrics registry;
+  outbox_dispatcher dispatcher{db.url(), fast_webhook(receiver), registry};
+  dispatcher.start();
+  claim_users(db, 3);
+  const bool all = receiver.wait_until([](const auto& seen) { return seen.size() >= 3; });
+  CHECK_MESSAGE(all, "3 notifications within the deadline, got " << receiver.requests().size());
+  dispatcher.stop();
+  CHECK_MESSAGE(db.count("SELECT count(*) FROM notification_outbox WHERE status = 'sent'") == 3,
+                "each marked sent once the receiver accepted it");
+  CHECK_MESSAGE(registry.prometheus_text().find("voucherd_outbox_pending 0") != std::string::npos,
+                "the pending gauge follows the outbox: " << registry.prometheus_text());
+}
+
+TEST_CASE("two dispatchers on one outbox deliver each notification exactly once (SKIP LOCKED)") {
+  test_database db;
+  db.make_campaign("signup", 300);
+  claim_users(db, 300);
+  webhook_receiver receiver{always_accept};
+  metrics registry;
+  auto config = fast_webhook(receiver);
+  config.batch_size = 7;  // many small leases, so the two interleave
+  outbox_dispatcher a{db.url(), config, registry}, b{db.url(), config, registry};
+  std::thread ta{[&] { a.drain_once(); }};
+  std::thread tb{[&] { b.drain_once(); }};
+  ta.join();
+  tb.join();
+  const auto requests = receiver.requests();
+  std::set<std::string> keys;
+  for (const auto& r : requests) keys.insert(r.header_key);
+  CHECK_MESSAGE(requests.size() == 300, "300 deliveries, got " << requests.size());
+  CHECK_MESSAGE(keys.size() == 300, "300 distinct keys, got " << keys.size());
+  CHECK_MESSAGE(db.count("SELECT count(*) FROM notification_outbox WHERE status = 'sent' AND attempts = 1") == 300,
+                "each sent at its first attempt");
+}
+
+TEST_CASE("a delivery whose mark was lost is delivered again with the same idempotency key") {
+  // The at-least-once window: the sink accepted, then the dispatcher died
+  // before marking. Simulated by a lease that runs out (time moved forward).
+  test_database db;
+  db.make_campaign("signup", 1);
+  claim_users(db, 1);
+  webhook_receiver receiver{always_accept};
+  metrics registry;
+  outbox_dispatcher dispatcher{db.url(), fast_webhook(receiver), registry};
+  // Another dispatcher holds the row's lease (it took the row and then died).
+  auto conn = db.connect();
+  {
+    pqxx::work txn{*conn};
+    txn.exec("UPDATE notification_outbox SET next_attempt_at = now() + interval '1 hour'");
+    txn.commit();
+  }
+  CHECK_MESSAGE(dispatcher.drain_once() == 0, "a leased row is not taken by another dispatcher");
+  {
+    pqxx::work txn{*conn};
+    txn.exec("UPDATE notification_outbox SET next_attempt_at = now()");  // the lease ran out
+    txn.commit();
+  }
+  CHECK_MESSAGE(dispatcher.drain_once() == 1, "delivered once the lease ran out");
+  CHECK_MESSAGE(receiver.requests().size() == 1, "one delivery");
+  CHECK_MESSAGE(receiver.requests().at(0).header_key ==
+                    db.scalar("SELECT idempotency_key FROM notification_outbox"),
+                "the delivery carries the row's key, so a repeat is recognisable");
+}
+
+TEST_CASE("voucherd notify --once delivers what is due and reports the attempts") {
+  test_database db;
+  db.make_campaign("signup", 5);
+  claim_users(db, 2);
+  webhook_receiver receiver{fail_first_two};
+  auto r = run_voucherd({"notify", "--once", "--notify", "webhook:" + receiver.url(), "--backoff-ms", "60000",
+                         "--database-url", db.url()});
+  CHECK_MESSAGE(r.exit_code == 0, r.err);
+  const auto summary = boost::json::parse(r.out).as_object();
+  CHECK_MESSAGE(summary.at("attempts").as_int64() == 2, r.out);
+  CHECK_MESSAGE(summary.at("failed_attempts").as_int64() == 2, r.out);
+  CHECK_MESSAGE(db.count("SELECT count(*) FROM notification_outbox WHERE status = 'pending' AND attempts = 1 "
+                         "AND next_attempt_at > now() + interval '30 seconds'") == 2,
+                "each failed once and waits its backoff");
+}
+
+TEST_CASE("voucherd notify with the log sink writes one JSON line per notification on stderr") {
+  test_database db;
+  db.make_campaign("signup", 5);
+  claim_users(db, 3);
+  auto r = run_voucherd({"notify", "--once", "--database-url", db.url()});
+  CHECK_MESSAGE(r.exit_code == 0, r.err);
+  std::set<std::string> keys;
+  for (const auto& line : lines_of(r.err)) {
+    const auto j = boost::json::parse(line).as_object();
+    if (j.at("message") != "notification") continue;
+    CHECK_MESSAGE(j.at("level") == "info", line);
+    CHECK_MESSAGE(j.contains("time"), line);
+    CHECK_MESSAGE(j.at("campaign") == "signup", line);
+    CHECK_MESSAGE((j.contains("user_id") && j.contains("code")), line);
+    keys.insert(j.at("idempotency_key").as_string().c_str());
+  }
+  CHECK_MESSAGE(keys.size() == 3, "3 notification lines, stderr: " << r.err);
+  CHECK_MESSAGE(db.count("SELECT count(*) FROM notification_outbox WHERE status = 'sent'") == 3, "all marked sent");
+}
+
+TEST_CASE("--notify is validated once, with a precise message") {
+  struct bad {
+    std::string notify;
+    std::string redis_url;
+    std::string expected;
+  };
+  for (const auto& b : std::vector<bad>{{"smtp", "", "expected log, webhook:URL or redis"},
+                                        {"webhook:", "", "needs a URL"},
+                                        {"webhook:https://example.com/x", "", "https is not supported"},
+                                        {"webhook:ftp://example.com/x", "", "expected http://"},
+                                        {"webhook:http://127.0.0.1:99999/x", "", "port must be"},
+                                        {"redis", "http://127.0.0.1:6379", "expected redis://"},
+                                        {"redis", "redis://127.0.0.1:0", "port must be"}}) {
+    try {
+      parse_notify_option(b.notify, b.redis_url);
+      FAIL_CHECK("accepted --notify " << b.notify << " --redis-url " << b.redis_url);
+    } catch (const voucherd_error& e) {
+      CHECK_MESSAGE(e.kind() == failure_kind::usage, e.what());
+      CHECK_MESSAGE(std::string{e.what()}.find(b.expected) != std::string::npos, e.what());
+    }
+  }
+  auto r = run_voucherd({"notify", "--notify", "carrier-pigeon"});
+  CHECK_MESSAGE(r.exit_code == k_exit_usage, r.err);
+  CHECK_MESSAGE(r.err.find("carrier-pigeon") != std::string::npos, r.err);
+}
