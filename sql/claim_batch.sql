@@ -22,10 +22,15 @@ WITH camp AS MATERIALIZED (
            WITH ORDINALITY AS x(user_id, message_id, ord)
      WHERE x.user_id IS NOT NULL
 ), owned AS MATERIALIZED (
-    SELECT v.user_id, v.id, v.code
-      FROM voucher_item v
-     WHERE v.campaign_id = (SELECT id FROM camp)
-       AND v.user_id IN (SELECT user_id FROM input)
+    -- LATERAL: one voucher_item_owner_key probe per input user, rather than
+    -- a scan of every owner of the campaign, which grows as the pool drains.
+    SELECT f.user_id, v.id, v.code
+      FROM (SELECT DISTINCT user_id FROM input) f
+     CROSS JOIN LATERAL (SELECT o.id, o.code
+                           FROM voucher_item o
+                          WHERE o.campaign_id = (SELECT id FROM camp)
+                            AND o.user_id = f.user_id
+                          LIMIT 1) v  -- at most one (I2); also keeps the probe per user
 ), first_seen AS MATERIALIZED (
     SELECT user_id, min(ord) AS ord FROM input GROUP BY user_id
 ), wanting AS MATERIALIZED (
