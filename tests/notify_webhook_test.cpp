@@ -355,8 +355,9 @@ TEST_CASE("--notify is validated once, with a precise message") {
                                         {"webhook:https://example.com/x", "", "https is not supported"},
                                         {"webhook:ftp://example.com/x", "", "expected http://"},
                                         {"webhook:http://127.0.0.1:99999/x", "", "port must be"},
-                                        {"redis", "http://127.0.0.1:6379", "expected redis://"},
-                                        {"redis", "redis://127.0.0.1:0", "port must be"}}) {
+                                        {"redis", "http://127.0.0.1:6379", "redis://"},
+                                        {"redis", "redis://127.0.0.1:0", "port must be"},
+                                        {"redis", "redis://a:1,redis://b:2", "expected one"}}) {
     try {
       parse_notify_option(b.notify, b.redis_url);
       FAIL_CHECK("accepted --notify " << b.notify << " --redis-url " << b.redis_url);
