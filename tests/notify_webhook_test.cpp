@@ -129,10 +129,11 @@ notify_config fast_webhook(const webhook_receiver& receiver, int max_attempts = 
   return config;
 }
 
-void claim_users(const test_database& db, int users, const std::string& campaign = "signup") {
+void claim_users(const test_database& db, int users, int first = 1) {
   db_session session{db.url()};
   claim_engine engine{session};
-  for (int i = 1; i <= users; ++i) {
+  const std::string campaign = "signup";
+  for (int i = first; i < first + users; ++i) {
     const auto outcome = engine.claim({campaign, fmt::format("user-{}", i), {}});
     REQUIRE_MESSAGE(outcome.status == claim_status::claimed, to_json_line(outcome));
   }
@@ -255,6 +256,29 @@ TEST_CASE("the dispatcher thread delivers claims as they are made, and stop() re
                 "each marked sent once the receiver accepted it");
   CHECK_MESSAGE(registry.prometheus_text().find("voucherd_outbox_pending 0") != std::string::npos,
                 "the pending gauge follows the outbox: " << registry.prometheus_text());
+}
+
+TEST_CASE("the dispatcher thread survives losing its database connection") {
+  test_database db;
+  db.make_campaign("signup", 10);
+  webhook_receiver receiver{always_accept};
+  metrics registry;
+  outbox_dispatcher dispatcher{db.url(), fast_webhook(receiver), registry};
+  dispatcher.start();
+  claim_users(db, 2);
+  REQUIRE_MESSAGE(receiver.wait_until([](const auto& seen) { return seen.size() >= 2; }),
+                  "first two delivered, got " << receiver.requests().size());
+  // Fault: every other session on this test's database is killed, the
+  // dispatcher's included.
+  const auto killed = db.count(
+      "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+      "WHERE datname = current_database() AND pid <> pg_backend_pid()) t");
+  CHECK_MESSAGE(killed >= 1, "the dispatcher's connection was terminated");
+  claim_users(db, 2, /*first=*/3);
+  const bool delivered = receiver.wait_until([](const auto& seen) { return seen.size() >= 4; });
+  dispatcher.stop();
+  CHECK_MESSAGE(delivered, "delivered after reconnecting, got " << receiver.requests().size());
+  CHECK_MESSAGE(db.count("SELECT count(*) FROM notification_outbox WHERE status = 'sent'") == 4, "all 4 sent");
 }
 
 TEST_CASE("two dispatchers on one outbox deliver each notification exactly once (SKIP LOCKED)") {
