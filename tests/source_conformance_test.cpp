@@ -8,9 +8,6 @@
 #include <map>
 #include <set>
 
-#include <hiredis/hiredis.h>
-
-#include "lock/redis_node.hpp"
 #include "worker_fixture.hpp"
 
 using namespace voucherd;
@@ -36,16 +33,6 @@ std::vector<bad_message> bad_messages() {
       {R"({"user_id":"lost","campaign":"no-such-campaign"})", "unknown campaign"},
       {"{\"user_id\":\"\xff\xfe\xfd\"}", "not valid UTF-8"},
   };
-}
-
-std::int64_t redis_int(redis_server& server, const std::vector<std::string>& argv, std::size_t element = 0) {
-  redis_node node{server.endpoint(), std::chrono::milliseconds{2000}};
-  auto r = node.command(argv);
-  if (!r) return -1;
-  if (r->type == REDIS_REPLY_INTEGER) return r->integer;
-  if (r->type == REDIS_REPLY_ARRAY && r->elements > element && r->element[element]->type == REDIS_REPLY_INTEGER)
-    return r->element[element]->integer;
-  return -1;
 }
 
 std::string unreachable_database_url() {

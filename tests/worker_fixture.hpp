@@ -23,6 +23,9 @@
 #include <boost/json.hpp>
 #include <fmt/format.h>
 
+#include <hiredis/hiredis.h>
+
+#include "lock/redis_node.hpp"
 #include "lock/redis_server.hpp"
 #include "support/test_db.hpp"
 
@@ -218,9 +221,81 @@ class queue_under_test {
   std::size_t enqueued_ = 0;
 };
 
+// An integer answer of a Redis command: the reply itself, else the first
+// element of an array reply (XPENDING's count), else the array's length; -1
+// when the server does not answer.
+inline std::int64_t redis_int(redis_server& server, const std::vector<std::string>& argv) {
+  redis_node node{server.endpoint(), std::chrono::milliseconds{2000}};
+  auto r = node.command(argv);
+  if (!r) return -1;
+  if (r->type == REDIS_REPLY_INTEGER) return r->integer;
+  if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 && r->element[0]->type == REDIS_REPLY_INTEGER)
+    return r->element[0]->integer;
+  if (r->type == REDIS_REPLY_ARRAY) return static_cast<std::int64_t>(r->elements);
+  return -1;
+}
+
 inline const std::vector<std::string>& all_sources() {
   static const std::vector<std::string> k{"stdin", "pg", "redis"};
   return k;
 }
+
+}  // namespace voucherd::test
+
+namespace voucherd::test {
+
+// A Postgres server of the test's own, so that it can be restarted without
+// disturbing tests running in parallel: initdb'ed into a temporary
+// directory with the binaries and OS user scripts/test exports
+// (VOUCHERD_TEST_PG_BIN, VOUCHERD_TEST_PG_USER), on a free loopback port.
+// While it lives, VOUCHERD_TEST_ADMIN_URL of this process points at it, so
+// test_database creates its databases there. Stopped and removed at the end.
+class private_postgres {
+ public:
+  private_postgres() {
+    const char* bin = std::getenv("VOUCHERD_TEST_PG_BIN");
+    const char* user = std::getenv("VOUCHERD_TEST_PG_USER");
+    if (!bin || !user) throw std::runtime_error("VOUCHERD_TEST_PG_BIN/USER are not set: run through scripts/test");
+    bin_ = bin;
+    user_ = user;
+    previous_admin_ = std::getenv("VOUCHERD_TEST_ADMIN_URL") ? std::getenv("VOUCHERD_TEST_ADMIN_URL") : "";
+    dir_ = temp_path("pg");
+    std::filesystem::create_directories(dir_);
+    run(fmt::format("chown {} {} && chmod 700 {}", user_, dir_, dir_));
+    run(as_user(fmt::format("{}/initdb -D {}/data -U postgres -A trust -E UTF8 --locale=C.UTF-8 --no-sync >/dev/null",
+                            bin_, dir_)));
+    port_ = free_local_port();
+    run(as_user(fmt::format(
+        "{}/pg_ctl -D {}/data -l {}/server.log -o '-c listen_addresses=127.0.0.1 -c port={} "
+        "-c unix_socket_directories={} -c max_connections=300 -c fsync=off -c synchronous_commit=off "
+        "-c full_page_writes=off' -w start >/dev/null",
+        bin_, dir_, dir_, port_, dir_)));
+    setenv("VOUCHERD_TEST_ADMIN_URL", admin_url_for(port_).c_str(), 1);
+  }
+  ~private_postgres() {
+    std::system(as_user(fmt::format("{}/pg_ctl -D {}/data -m immediate -w stop >/dev/null 2>&1", bin_, dir_)).c_str());
+    std::filesystem::remove_all(dir_);
+    setenv("VOUCHERD_TEST_ADMIN_URL", previous_admin_.c_str(), 1);
+  }
+  private_postgres(const private_postgres&) = delete;
+  private_postgres& operator=(const private_postgres&) = delete;
+
+  // Restarts the server (fast shutdown: every connection is cut); it comes
+  // back on the same port, because pg_ctl keeps its options in postmaster.opts.
+  void restart() { run(as_user(fmt::format("{}/pg_ctl -D {}/data -m fast -w restart >/dev/null", bin_, dir_))); }
+  int port() const { return port_; }
+
+ private:
+  static std::string admin_url_for(int port) { return fmt::format("postgresql://postgres@127.0.0.1:{}/postgres", port); }
+  std::string as_user(const std::string& command) const {
+    return fmt::format("runuser -u {} -- sh -c \"{}\"", user_, command);
+  }
+  static void run(const std::string& command) {
+    if (std::system(command.c_str()) != 0) throw std::runtime_error("failed: " + command);
+  }
+
+  std::string bin_, user_, dir_, previous_admin_;
+  int port_ = 0;
+};
 
 }  // namespace voucherd::test

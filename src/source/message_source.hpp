@@ -64,6 +64,10 @@ class message_source {
   virtual bool finished() const { return false; }
   // SIGTERM/SIGINT: take nothing new from the queue.
   virtual void stop_intake() {}
+  // After stop_intake: whether messages already read from the queue into
+  // memory are all answered (a claimer stops only then, so they are claimed
+  // and acknowledged rather than left pending on a stopped consumer).
+  virtual bool drained() const { return true; }
   // After the last claimer stopped: flush acknowledgements, join threads.
   virtual void close() {}
 };

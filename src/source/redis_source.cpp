@@ -199,6 +199,7 @@ void redis_source::run() {
     }
     if (!flush_acks(node)) { failed("XACK"); continue; }
     if (stop_reading_.load()) {
+      reader_idle_.store(true);
       std::unique_lock lock{mutex_};
       wake_.wait_for(lock, std::chrono::milliseconds{20}, [&] { return !acks_.empty() || closing_.load(); });
       continue;

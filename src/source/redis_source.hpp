@@ -53,6 +53,7 @@ class redis_source final : public message_source {
   void abandoned(std::vector<delivery> batch) override;
   std::string claim_message_id(const delivery& d, const claim_request&) const override { return d.id; }
   void stop_intake() override { stop_reading_.store(true); }
+  bool drained() const override { return reader_idle_.load() && buffer_->size_hint() == 0; }
   void close() override;
 
  private:
@@ -76,6 +77,7 @@ class redis_source final : public message_source {
   std::thread reader_;
   std::atomic<bool> stop_reading_{false};
   std::atomic<bool> closing_{false};
+  std::atomic<bool> reader_idle_{false};  // the reader saw stop_intake and reads no more
   std::mutex mutex_;
   std::condition_variable wake_;
   std::vector<ack> acks_;                    // guarded by mutex_

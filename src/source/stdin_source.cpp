@@ -47,8 +47,12 @@ void stdin_source::read_lines() {
       else current.oversized = true;
     }
   }
-  if (stop_.load()) return;
+  if (stop_.load()) {
+    reader_done_.store(true);
+    return;
+  }
   emit();
+  reader_done_.store(true);
   asio::post(*io_, [this, seq] {
     eof_ = true;
     total_ = seq;

@@ -36,6 +36,7 @@ class stdin_source final : public message_source {
   void abandoned(std::vector<delivery> batch) override;
   bool finished() const override;
   void stop_intake() override { stop_.store(true); }
+  bool drained() const override { return reader_done_.load() && buffer_->size_hint() == 0; }
   void close() override;
 
  private:
@@ -48,6 +49,7 @@ class stdin_source final : public message_source {
   asio::io_context* io_ = nullptr;
   std::thread reader_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> reader_done_{false};
   bool eof_ = false;             // io thread: the reader saw the end of input
   std::uint64_t total_ = 0;      // io thread: lines read, valid once eof_
   std::uint64_t next_print_ = 0;

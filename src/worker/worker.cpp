@@ -218,7 +218,7 @@ asio::awaitable<void> worker::impl::claimer(message_source& src, int index) {
   backoff retry{seed + static_cast<std::uint64_t>(index)};
   std::mt19937_64 rng{seed ^ static_cast<std::uint64_t>(index * 7919)};
   const auto claimer_name = fmt::format("{}-{}", src.name(), index);
-  while (!stopping && !src.finished()) {
+  while (!(stopping && src.drained()) && !src.finished()) {
     if (!conn.is_open()) {
       std::optional<std::chrono::milliseconds> wait;
       try {
@@ -249,7 +249,7 @@ asio::awaitable<void> worker::impl::claimer(message_source& src, int index) {
       if (batch.empty()) {
         in_transaction = false;
         co_await conn.exec_simple(sql::worker_rollback);
-        if (stopping || src.finished()) break;
+        if ((stopping && src.drained()) || src.finished()) break;
         co_await src.wait_for_work(conn);
         continue;
       }
