@@ -73,7 +73,8 @@ class http_server {
   // port cannot be bound.
   void start();
   // Stops accepting and closes open connections; returns at once. Safe to
-  // call from any thread, and more than once.
+  // call from any thread, and more than once. Destroy the server before its
+  // io_context.
   void stop();
   // The bound port (after start()).
   unsigned short port() const;

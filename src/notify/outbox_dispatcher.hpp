@@ -8,8 +8,11 @@
 //     (status 'pending', next_attempt_at <= now()) with FOR UPDATE SKIP LOCKED,
 //     so any number of dispatchers (one per worker, plus `voucherd notify`)
 //     share the outbox without waiting on each other, and leases them by
-//     pushing next_attempt_at forward by the lease. No transaction stays open
-//     while a sink is called: a slow webhook must not hold back vacuum.
+//     pushing next_attempt_at forward by the lease (batch_size x the sink's
+//     timeout + 30 s: long enough for the whole batch to be delivered one by
+//     one). No transaction stays open while a sink is called: a slow webhook
+//     must not hold back vacuum. When stopping, the untried rest of a batch
+//     is handed back at once.
 //  2. deliver: each row goes to the sink, one at a time.
 //  3. mark: every attempt adds 1 to attempts (so a row delivered at the
 //     third try has attempts = 3); accepted -> status 'sent', sent_at;
@@ -22,9 +25,11 @@
 //
 // Delivery is at-least-once. The window: the sink accepted a notification
 // but the dispatcher died (or lost the database) before marking it sent; the
-// lease expires and the row is delivered again. Every delivery carries the
-// row's idempotency_key (stable per voucher and user), so a receiver that
-// drops repeated keys sees each notification exactly once in effect (I3).
+// lease expires and the row is delivered again (so the lease bounds how late
+// such a repeat comes: 530 s with the defaults for a webhook, 40 s for the
+// log sink). Every delivery carries the row's idempotency_key (stable per
+// voucher and user), so a receiver that drops repeated keys sees each
+// notification exactly once in effect (I3).
 //
 // A lost database connection is reopened with capped exponential backoff and
 // jitter; the dispatcher never exits on a transient fault.
