@@ -20,12 +20,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::vector<std::unique_ptr<redis_server>> start_servers(int n) {
-  std::vector<std::unique_ptr<redis_server>> servers;
-  for (int i = 0; i < n; ++i) servers.push_back(std::make_unique<redis_server>());
-  return servers;
-}
-
 // Threads each doing `rounds` read-increment-write steps on a shared counter,
 // with a gap between the read and the write; under `use_lock` each step is
 // done inside a Redlock. Returns the final counter.
@@ -63,7 +57,7 @@ TEST_CASE("under contention a Redlock admits one holder at a time: a read-increm
   constexpr int k_threads = 4, k_rounds = 40;
   for (int n : {3, 5}) {
     CAPTURE(n);
-    const auto servers = start_servers(n);
+    const auto servers = start_redis_servers(n);
     const auto nodes = endpoints_of(servers);
     const long unlocked = contend(nodes, k_threads, k_rounds, false);
     // The control: without the lock the same steps lose updates, so the
@@ -79,7 +73,7 @@ TEST_CASE("under contention a Redlock admits one holder at a time: a read-increm
 TEST_CASE("acquisition succeeds with a minority of nodes down and fails with a majority down") {
   for (int n : {3, 5}) {
     CAPTURE(n);
-    auto servers = start_servers(n);
+    auto servers = start_redis_servers(n);
     redlock lock{endpoints_of(servers), redlock_options{.ttl = 2000ms, .retry_count = 1, .retry_delay = 5ms}};
     const int minority = (n - 1) / 2;
     for (int i = 0; i < minority; ++i) servers[static_cast<std::size_t>(i)]->kill_now();
@@ -97,7 +91,7 @@ TEST_CASE("acquisition succeeds with a minority of nodes down and fails with a m
 }
 
 TEST_CASE("a lock expires after its TTL and can then be taken by another client") {
-  const auto servers = start_servers(3);
+  const auto servers = start_redis_servers(3);
   const auto nodes = endpoints_of(servers);
   constexpr auto k_ttl = 300ms;
   redlock first{nodes, redlock_options{.ttl = k_ttl, .retry_count = 0}};
@@ -116,7 +110,7 @@ TEST_CASE("a lock expires after its TTL and can then be taken by another client"
 }
 
 TEST_CASE("a non-owner can neither release nor extend a lock; the owner can do both") {
-  const auto servers = start_servers(5);
+  const auto servers = start_redis_servers(5);
   const auto nodes = endpoints_of(servers);
   redlock owner{nodes, redlock_options{.ttl = 5000ms, .retry_count = 0}};
   redlock other{nodes, redlock_options{.ttl = 5000ms, .retry_count = 0}};

@@ -23,12 +23,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::vector<std::unique_ptr<redis_server>> start_servers(int n) {
-  std::vector<std::unique_ptr<redis_server>> servers;
-  for (int i = 0; i < n; ++i) servers.push_back(std::make_unique<redis_server>());
-  return servers;
-}
-
 std::string owner_of(const test_database& db, std::int64_t voucher_id) {
   return db.scalar(fmt::format("SELECT user_id FROM voucher_item WHERE id = {}", voucher_id));
 }
@@ -47,7 +41,7 @@ std::int64_t num(const boost::json::object& o, const char* key) { return o.at(ke
 }  // namespace
 
 TEST_CASE("one claim after another, every strategy gives each user a voucher and notifies exactly that code") {
-  const auto servers = start_servers(3);
+  const auto servers = start_redis_servers(3);
   for (auto name : strategy_names()) {
     CAPTURE(name);
     test_database db;
@@ -93,7 +87,7 @@ TEST_CASE("naive: a claim between another's read and write takes its voucher, an
 }
 
 TEST_CASE("redlock-global keeps other clients out while its holder writes within the TTL") {
-  const auto servers = start_servers(3);
+  const auto servers = start_redis_servers(3);
   test_database db;
   db.make_campaign("glob", 3);
   db_session session{db.url()};
@@ -110,7 +104,7 @@ TEST_CASE("redlock-global keeps other clients out while its holder writes within
 }
 
 TEST_CASE("redlock-global: a holder paused past its TTL overwrites the claim made in the meantime") {
-  const auto servers = start_servers(3);
+  const auto servers = start_redis_servers(3);
   test_database db;
   db.make_campaign("pause", 3);
   db_session s1{db.url()}, s2{db.url()};

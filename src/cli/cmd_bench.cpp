@@ -123,7 +123,7 @@ int run_bench(const args& a) {
   const bool needs_redis = std::any_of(runs.begin(), runs.end(),
                                        [](const auto& c) { return strategy_uses_redis(c.strategy); });
   if (needs_redis && base.redis_nodes.empty()) {
-    for (int i = 0; i < k_own_redis_nodes; ++i) own_redis.push_back(std::make_unique<redis_server>());
+    own_redis = start_redis_servers(k_own_redis_nodes);
     say(fmt::format("bench: started {} redis-servers: {}", k_own_redis_nodes, to_string(endpoints_of(own_redis))));
     for (auto& c : runs) c.redis_nodes = endpoints_of(own_redis);
   }

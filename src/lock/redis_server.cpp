@@ -96,6 +96,12 @@ void redis_server::stop() {
   pid_ = -1;
 }
 
+std::vector<std::unique_ptr<redis_server>> start_redis_servers(int n) {
+  std::vector<std::unique_ptr<redis_server>> servers;
+  for (int i = 0; i < n; ++i) servers.push_back(std::make_unique<redis_server>());
+  return servers;
+}
+
 std::vector<redis_endpoint> endpoints_of(const std::vector<std::unique_ptr<redis_server>>& servers) {
   std::vector<redis_endpoint> out;
   for (const auto& s : servers) out.push_back(s->endpoint());

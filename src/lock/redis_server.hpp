@@ -41,6 +41,8 @@ class redis_server {
 // A free TCP port on 127.0.0.1 (bind to port 0, read it back, close).
 int free_local_port();
 
+// n throwaway servers, e.g. the 3 or 5 independent nodes of a Redlock.
+std::vector<std::unique_ptr<redis_server>> start_redis_servers(int n);
 std::vector<redis_endpoint> endpoints_of(const std::vector<std::unique_ptr<redis_server>>& servers);
 
 }  // namespace voucherd
