@@ -83,7 +83,9 @@ std::vector<std::string> pod_argv(const bench_config& c, const std::string& exe,
   return argv;
 }
 
-pid_t spawn_pod(std::vector<std::string> argv, int start_fd, int ready_fd) {
+// Pods share one process group (the first pod's pid), so that waiting on the
+// group sees only pods, never the redis-servers this process may own.
+pid_t spawn_pod(std::vector<std::string> argv, int start_fd, int ready_fd, pid_t group) {
   std::vector<char*> raw;
   for (auto& s : argv) raw.push_back(s.data());
   raw.push_back(nullptr);
@@ -91,8 +93,13 @@ pid_t spawn_pod(std::vector<std::string> argv, int start_fd, int ready_fd) {
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, start_fd, STDIN_FILENO);
   posix_spawn_file_actions_adddup2(&actions, ready_fd, k_ready_fd);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+  posix_spawnattr_setpgroup(&attr, group);
   pid_t pid = 0;
-  const int rc = posix_spawn(&pid, raw[0], &actions, nullptr, raw.data(), environ);
+  const int rc = posix_spawn(&pid, raw[0], &actions, &attr, raw.data(), environ);
+  posix_spawnattr_destroy(&attr);
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) throw voucherd_error{failure_kind::internal, "cannot start a bench pod"};
   return pid;
@@ -102,9 +109,10 @@ pid_t spawn_pod(std::vector<std::string> argv, int start_fd, int ready_fd) {
 // frozen for `pause`, then continued. Returns the number of pods that failed.
 int wait_for_pods(std::vector<pid_t> pods, std::chrono::milliseconds pause) {
   int failed = 0;
+  const pid_t group = pods.front();
   while (!pods.empty()) {
     int status = 0;
-    const pid_t pid = waitpid(-1, &status, WUNTRACED);
+    const pid_t pid = waitpid(-group, &status, WUNTRACED);
     if (pid < 0) {
       if (errno == EINTR) continue;
       break;
@@ -262,7 +270,8 @@ bench_report run_bench(const bench_config& c, const std::string& self_exe) {
   std::vector<std::string> paths;
   for (int i = 0; i < c.pods; ++i) {
     paths.push_back((dir / fmt::format("pod-{}.jsonl", i)).string());
-    pods.push_back(spawn_pod(pod_argv(c, self_exe, campaign, i, paths.back()), start.read, ready.write));
+    pods.push_back(spawn_pod(pod_argv(c, self_exe, campaign, i, paths.back()), start.read, ready.write,
+                             pods.empty() ? 0 : pods.front()));
   }
   close_fd(start.read);
   close_fd(ready.write);

@@ -23,7 +23,7 @@ std::unique_ptr<claim_strategy> make_strategy(std::string_view name, db_session&
   if (strategy_uses_redis(name) && options.redis_nodes.empty())
     throw voucherd_error{failure_kind::usage,
                          fmt::format("strategy {} needs --redis-nodes redis://host:port,...", name)};
-  if (name == "skip-locked") return std::make_unique<skip_locked_strategy>(db);
+  if (name == "skip-locked") return std::make_unique<skip_locked_strategy>(db, options);
   if (name == "naive") return std::make_unique<naive_strategy>(db, options);
   if (name == "redlock") return std::make_unique<redlock_item_strategy>(db, options, false);
   if (name == "redlock-delay") return std::make_unique<redlock_item_strategy>(db, options, true);

@@ -40,7 +40,8 @@ struct strategy_options {
   std::chrono::milliseconds release_delay{5};
   // Simulated work (network, GC) between the read and the write: a uniform
   // sleep in [work - jitter, work + jitter], drawn from a generator seeded
-  // with `seed`. skip-locked has no read/write gap and ignores it.
+  // with `seed`. skip-locked, which has no such gap, sleeps it before its
+  // statement, so every strategy pays the same simulated latency.
   std::chrono::milliseconds work{0};
   std::chrono::milliseconds jitter{0};
   std::uint64_t seed = 1;

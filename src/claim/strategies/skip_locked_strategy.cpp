@@ -1,0 +1,15 @@
+#include "claim/strategies/skip_locked_strategy.hpp"
+
+#include "claim/strategies/story_steps.hpp"
+
+namespace voucherd {
+
+skip_locked_strategy::skip_locked_strategy(db_session& db, const strategy_options& options)
+    : engine_{db}, options_{options}, rng_{options.seed} {}
+
+claim_outcome skip_locked_strategy::claim(const claim_request& request) {
+  story::simulate_work(options_, rng_);
+  return engine_.claim(request);
+}
+
+}  // namespace voucherd
