@@ -9,6 +9,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/json.hpp>
@@ -88,9 +89,11 @@ class claim_service {
 
 // A server on 127.0.0.1:0 with its io_context running on one thread.
 struct running_server {
-  running_server(claim_handler on_claim, readiness_probe probe, metrics& registry)
+  running_server(claim_handler on_claim, readiness_probe probe, metrics& registry,
+                 std::chrono::milliseconds request_timeout = http_server::k_request_timeout)
       : work{asio::make_work_guard(io)},
         server{io, "127.0.0.1:0", std::move(on_claim), std::move(probe), registry} {
+    server.set_request_timeout(request_timeout);
     server.start();
     thread = std::thread{[this] { io.run(); }};
   }
@@ -235,6 +238,28 @@ TEST_CASE("a body over 64 kB is refused with 413 before the claim path sees it")
   // The server keeps serving.
   client again{srv.server.port()};
   CHECK_MESSAGE(again.get("/healthz").status == 200, "healthz after a refused body");
+}
+
+TEST_CASE("a client that stops sending mid-request is disconnected at the deadline") {
+  metrics registry;
+  running_server srv{[](std::string, std::function<void(claim_reply)> done) { done(claim_reply{}); },
+                     always_ready(), registry, std::chrono::milliseconds{300}};
+  asio::io_context io;
+  beast::tcp_stream stream{io};
+  stream.connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), srv.server.port()});
+  asio::write(stream, asio::buffer(std::string{"POST /v1/claims HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"}));
+  // The client's own deadline is far longer than the server's.
+  stream.expires_after(std::chrono::seconds{10});
+  const auto started = std::chrono::steady_clock::now();
+  char byte = 0;
+  beast::error_code read_error;
+  stream.async_read_some(asio::buffer(&byte, 1), [&](beast::error_code ec, std::size_t) { read_error = ec; });
+  io.run();
+  const auto waited = std::chrono::steady_clock::now() - started;
+  CHECK_MESSAGE(read_error != beast::error::timeout, "the server, not the client, ended the connection");
+  CHECK_MESSAGE((read_error == asio::error::eof || read_error == asio::error::connection_reset),
+                "closed by the server: " << read_error.message());
+  CHECK_MESSAGE(waited < std::chrono::seconds{5}, "closed near the 300 ms deadline");
 }
 
 TEST_CASE("/healthz, /readyz follow the probe, unknown paths and methods are 404 and 405") {

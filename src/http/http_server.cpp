@@ -215,6 +215,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   readiness_probe probe_;
   metrics& metrics_;
   bool allow_non_loopback_;
+  std::chrono::milliseconds request_timeout_ = http_server::k_request_timeout;
   std::atomic<unsigned short> port_{0};
   std::mutex sessions_mutex_;
   std::vector<std::weak_ptr<http_session>> sessions_;
@@ -223,7 +224,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
 void http_session::do_read() {
   parser_.emplace();
   parser_->body_limit(http_server::k_max_body_bytes);
-  stream_.expires_after(http_server::k_request_timeout);
+  stream_.expires_after(server_->request_timeout_);
   http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&http_session::on_read, shared_from_this()));
 }
 
@@ -284,7 +285,7 @@ void http_session::answer(response res) {
   if (!stream_.socket().is_open()) return;  // closed by stop() while the claim ran
   pending_ = std::make_shared<response>(std::move(res));
   const bool keep_alive = pending_->keep_alive();
-  stream_.expires_after(http_server::k_request_timeout);
+  stream_.expires_after(server_->request_timeout_);
   http::async_write(stream_, *pending_,
                     beast::bind_front_handler(&http_session::on_write, shared_from_this(), keep_alive));
 }
@@ -302,6 +303,8 @@ http_server::http_server(asio::io_context& io, const std::string& listen, claim_
                                    allow_non_loopback)} {}
 
 http_server::~http_server() { stop(); }
+
+void http_server::set_request_timeout(std::chrono::milliseconds timeout) { impl_->request_timeout_ = timeout; }
 
 void http_server::start() {
   const auto address = parse_listen(impl_->listen_, impl_->allow_non_loopback_);

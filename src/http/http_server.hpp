@@ -58,7 +58,7 @@ unsigned http_status_for(const claim_reply& reply);
 class http_server {
  public:
   static constexpr std::size_t k_max_body_bytes = 64 * 1024;
-  static constexpr std::chrono::seconds k_request_timeout{30};
+  static constexpr std::chrono::milliseconds k_request_timeout{30'000};
 
   // listen = "HOST:PORT", e.g. "127.0.0.1:8080"; PORT 0 picks a free port
   // (read it back with port()). HOST is an IP address or "localhost".
@@ -67,6 +67,10 @@ class http_server {
   ~http_server();
   http_server(const http_server&) = delete;
   http_server& operator=(const http_server&) = delete;
+
+  // Per-connection deadline for reading a request (idle keep-alive included)
+  // and for writing its answer; default k_request_timeout. Before start().
+  void set_request_timeout(std::chrono::milliseconds timeout);
 
   // Binds and starts accepting. Throws voucherd_error(usage) for a bad or
   // non-loopback address (unless allowed), voucherd_error(transient) when the

@@ -52,7 +52,9 @@ inline constexpr const char* k_default_notify_stream = "voucherd:notifications";
 
 // Defaults as named constants; filled by parse_notify_option() and flags.
 struct notify_config {
-  static constexpr int k_default_max_attempts = 5;
+  // 8 attempts 1, 2, 4, ... 64 s apart: a receiver may be down for about two
+  // minutes before a notification ends 'failed'.
+  static constexpr int k_default_max_attempts = 8;
   static constexpr std::chrono::milliseconds k_default_backoff_base{1000};
   static constexpr std::chrono::milliseconds k_default_backoff_cap{5 * 60 * 1000};
   static constexpr double k_default_jitter = 0.2;  // +-20% of each backoff
