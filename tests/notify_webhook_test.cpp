@@ -4,6 +4,8 @@
 // LOCKED sharing between dispatchers, and the at-least-once window.
 #include <doctest/doctest.h>
 
+#include <signal.h>
+
 #include <map>
 #include <set>
 #include <thread>
@@ -269,6 +271,19 @@ TEST_CASE("voucherd notify --once delivers what is due and reports the attempts"
   CHECK_MESSAGE(db.count("SELECT count(*) FROM notification_outbox WHERE status = 'pending' AND attempts = 1 "
                          "AND next_attempt_at > now() + interval '30 seconds'") == 2,
                 "each failed once and waits its backoff");
+}
+
+TEST_CASE("voucherd notify runs until SIGTERM, delivering claims as they are made, and exits 0") {
+  test_database db;
+  db.make_campaign("signup", 5);
+  webhook_receiver receiver{always_accept};
+  const int pid = spawn_voucherd({"notify", "--notify", "webhook:" + receiver.url(), "--poll-ms", "20",
+                                  "--database-url", db.url()});
+  claim_users(db, 3);
+  CHECK_MESSAGE(wait_for_sent(db, 3), "3 sent while it runs");
+  CHECK_MESSAGE(::kill(pid, SIGTERM) == 0, "signalled");
+  CHECK_MESSAGE(wait_exit(pid) == 0, "SIGTERM exits 0");
+  CHECK_MESSAGE(receiver.requests().size() == 3, "one delivery each: " << receiver.requests().size());
 }
 
 TEST_CASE("voucherd notify with the log sink writes one JSON line per notification on stderr") {
