@@ -142,6 +142,18 @@ TEST_CASE("a receiver that always fails leaves the notification failed after the
   CHECK_MESSAGE(stats_field(db, "outbox_failed") == 4, "stats shows outbox_failed");
   CHECK_MESSAGE(stats_field(db, "outbox_pending") == 0, "nothing left pending");
   CHECK_MESSAGE(dispatcher.drain_once() == 0, "a failed notification is not attempted again");
+
+  // Once the receiver is back, an operator requeues them and they go out.
+  webhook_receiver fixed{always_accept};
+  auto r = run_voucherd({"notify", "--requeue-failed", "signup", "--once", "--notify", "webhook:" + fixed.url(),
+                         "--database-url", db.url()});
+  CHECK_MESSAGE(r.exit_code == 0, r.err);
+  const auto out = lines_of(r.out);
+  REQUIRE_MESSAGE(out.size() == 2, r.out);
+  CHECK_MESSAGE(out[0] == R"({"requeued":4})", r.out);
+  CHECK_MESSAGE(fixed.requests().size() == 4, "delivered after the requeue: " << fixed.requests().size());
+  CHECK_MESSAGE(stats_field(db, "outbox_sent") == 4, "stats shows them sent");
+  CHECK_MESSAGE(stats_field(db, "outbox_failed") == 0, "none failed any more");
 }
 
 TEST_CASE("a failed attempt waits for a capped exponential backoff") {

@@ -8,13 +8,15 @@
 #include "cli/commands.hpp"
 #include "common/failure.hpp"
 #include "common/metrics.hpp"
+#include "db/session.hpp"
 #include "notify/outbox_dispatcher.hpp"
+#include "sql_catalog.hpp"
 
 namespace voucherd::cli {
 
 int run_notify(const args& a) {
   using ms = std::chrono::milliseconds;
-  std::string url_flag, notify, redis_url, stream;
+  std::string url_flag, notify, redis_url, stream, requeue_campaign;
   int max_attempts = 0;
   long backoff_ms = 0, backoff_cap_ms = 0, timeout_ms = 0, poll_ms = 0;
   std::size_t batch = 0;
@@ -31,6 +33,9 @@ int run_notify(const args& a) {
       ("redis-url", po::value(&redis_url)->default_value("redis://127.0.0.1:6379"), "Redis for --notify redis")
       ("redis-stream", po::value(&stream)->default_value(k_default_notify_stream), "stream for --notify redis")
       ("once", "one pass over what is due now, then exit (prints one JSON summary line)")
+      ("requeue-failed", po::value(&requeue_campaign)->implicit_value(""),
+       "first give every 'failed' notification (of campaign NAME, when given) a fresh set of attempts; "
+       "prints {\"requeued\":N}")
       ("max-attempts", po::value(&max_attempts)->default_value(notify_config::k_default_max_attempts),
        "attempts before a notification ends 'failed'")
       ("backoff-ms", po::value(&backoff_ms)->default_value(notify_config::k_default_backoff_base.count()),
@@ -44,7 +49,7 @@ int run_notify(const args& a) {
       ("batch", po::value(&batch)->default_value(notify_config::k_default_batch_size),
        "notifications leased per statement (1..1000)");
   po::variables_map vm;
-  if (!parse(a, "voucherd notify [--notify log|webhook:URL|redis] [--redis-url URL] [--once]", desc, {}, vm))
+  if (!parse(a, "voucherd notify [--notify log|webhook:URL|redis] [--redis-url URL] [--once] [--requeue-failed [NAME]]", desc, {}, vm))
     return k_exit_ok;
   auto config = parse_notify_option(notify, redis_url);
   config.redis_stream = stream;
@@ -58,6 +63,15 @@ int run_notify(const args& a) {
 
   metrics registry;
   const auto database_url = resolve_common(url_flag).database_url;
+  if (vm.count("requeue-failed")) {
+    db_session db{database_url};
+    pqxx::work txn{db.conn()};
+    const auto requeued = exec(txn, sql::outbox_requeue_failed, requeue_campaign).size();
+    txn.commit();
+    boost::json::object line;
+    line["requeued"] = requeued;
+    print_json(line);
+  }
   if (vm.count("once")) {
     outbox_dispatcher dispatcher{database_url, config, registry};
     const auto attempts = dispatcher.drain_once();
