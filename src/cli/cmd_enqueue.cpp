@@ -18,7 +18,7 @@
 #include "common/failure.hpp"
 #include "db/session.hpp"
 #include "lock/redis_node.hpp"
-#include "sql_catalog.hpp"
+#include "source/pg_queue_source.hpp"
 #include "worker/worker_config.hpp"
 
 namespace voucherd::cli {
@@ -41,13 +41,7 @@ std::string with_campaign(std::string line, const std::string& campaign) {
 class pg_sink {
  public:
   explicit pg_sink(const std::string& url) : db_{url} {}
-  void put(const std::vector<std::string>& bodies) {
-    pqxx::work txn{db_.conn()};
-    for (const auto& b : bodies) exec(txn, sql::queue_enqueue, pqxx::binarystring{b});
-    // Delivered at commit: idle workers wake up and take these messages.
-    exec(txn, sql::queue_notify);
-    txn.commit();
-  }
+  void put(const std::vector<std::string>& bodies) { enqueue_messages(db_.conn(), bodies); }
 
  private:
   db_session db_;

@@ -1,13 +1,17 @@
 // story: the README's first command. Replays the story of SPEC section 1 on
-// the configured database: a campaign with two codes, employees 1 and 2
-// imported at the same moment, claimed by two concurrent worker processes,
-// then who owns which code and who was told which.
+// the configured database, through the daemon: a campaign with two codes,
+// employees 1 and 2 imported at the same moment as two messages on the
+// Postgres queue, two `voucherd worker` processes consuming it, their
+// notifications delivered by the log sink; then who owns which code and who
+// was told which.
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <sstream>
+#include <thread>
 
 #include <fmt/format.h>
 #include <pqxx/pqxx>
@@ -18,6 +22,7 @@
 #include "db/session.hpp"
 #include "pool/campaign.hpp"
 #include "pool/code_import.hpp"
+#include "source/pg_queue_source.hpp"
 #include "sql_catalog.hpp"
 
 extern char** environ;
@@ -62,15 +67,36 @@ int run_story(const args& a) {
   std::istringstream codes{"BV1LN2KJ\nASXKKQRG\n"};
   import_codes(db.conn(), campaign, codes);
   say(fmt::format("campaign {} has codes BV1LN2KJ and ASXKKQRG; employees 1 and 2 are imported "
-                  "at the same moment; two worker processes claim at once", campaign));
+                  "at the same moment: two messages on the Postgres queue, two worker daemons, "
+                  "notifications through the log sink (on stderr)", campaign));
+  const auto ids = enqueue_messages(
+      db.conn(), {fmt::format(R"({{"user_id":"1","campaign":"{}"}})", campaign),
+                  fmt::format(R"({{"user_id":"2","campaign":"{}"}})", campaign)});
 
   const auto exe = self_exe();
   std::vector<pid_t> workers;
-  for (const char* user : {"1", "2"}) {
-    std::vector<std::string> argv{exe, "claim", "--campaign", campaign, "--user", user};
+  for (int i = 0; i < 2; ++i) {
+    std::vector<std::string> argv{exe, "worker", "--source", "pg", "--concurrency", "1", "--notify", "log"};
     if (!url.empty()) argv.insert(argv.end(), {"--database-url", url});
     workers.push_back(spawn(argv));
   }
+  // Wait until both messages are done and both owners notified (or give up
+  // after k_story_timeout and show what happened).
+  constexpr auto k_story_timeout = std::chrono::seconds{30};
+  const auto deadline = std::chrono::steady_clock::now() + k_story_timeout;
+  const auto id_list = fmt::format("{{{},{}}}", ids[0], ids[1]);
+  for (;;) {
+    pqxx::read_transaction progress{db.conn()};
+    const auto row = exec(progress, sql::worker_story_progress, campaign, id_list)[0];
+    if (row["pending"].as<int>() == 0 && row["unsent"].as<int>() == 0) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      say("the workers did not finish in time; showing what happened so far");
+      break;
+    }
+    progress.commit();
+    std::this_thread::sleep_for(std::chrono::milliseconds{100});
+  }
+  for (pid_t pid : workers) kill(pid, SIGTERM);
   for (pid_t pid : workers) {
     int status = 0;
     waitpid(pid, &status, 0);

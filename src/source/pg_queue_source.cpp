@@ -1,10 +1,23 @@
 #include "source/pg_queue_source.hpp"
 
 #include <fmt/format.h>
+#include <pqxx/transaction>
+
+#include "db/session.hpp"
 
 #include "sql_catalog.hpp"
 
 namespace voucherd {
+
+std::vector<std::int64_t> enqueue_messages(pqxx::connection& conn, const std::vector<std::string>& bodies) {
+  std::vector<std::int64_t> ids;
+  ids.reserve(bodies.size());
+  pqxx::work txn{conn};
+  for (const auto& b : bodies) ids.push_back(exec(txn, sql::queue_enqueue, pqxx::binarystring{b})[0][0].as<std::int64_t>());
+  exec(txn, sql::queue_notify);
+  txn.commit();
+  return ids;
+}
 
 std::string pg_array_literal(const std::vector<std::optional<std::string>>& elements) {
   std::string out = "{";

@@ -13,6 +13,8 @@
 // Idle claimers sleep on their connection's socket, subscribed to the
 // voucherd_queue channel that `voucherd enqueue` notifies after each commit
 // (LISTEN/NOTIFY), with k_idle_wait as a safety net, not a busy poll.
+#include <pqxx/connection>
+
 #include "source/message_source.hpp"
 
 namespace voucherd {
@@ -29,6 +31,11 @@ class pg_queue_source final : public message_source {
   void committed(std::vector<delivery>&, const std::vector<claim_outcome>&) override {}
   void abandoned(std::vector<delivery>) override {}
 };
+
+// Puts messages on the queue in one transaction and wakes the listening
+// workers when it commits (queue_enqueue, queue_notify). Blocking: for the
+// command line. Returns the queue ids, in order.
+std::vector<std::int64_t> enqueue_messages(pqxx::connection& conn, const std::vector<std::string>& bodies);
 
 // A Postgres array literal ({...}) of the given elements; nullopt is NULL.
 std::string pg_array_literal(const std::vector<std::optional<std::string>>& elements);

@@ -38,7 +38,7 @@ void log_json(log_level level, std::string_view msg, boost::json::object fields)
   boost::json::object line;
   line["level"] = to_string(level);
   line["time"] = utc_now();
-  line["msg"] = msg;
+  line["message"] = msg;
   for (auto& kv : fields) line[kv.key()] = std::move(kv.value());
   auto text = boost::json::serialize(line);
   text += '\n';

@@ -1,6 +1,6 @@
 #pragma once
 // The worker's log: one JSON object per line on stderr with level, time
-// (UTC, ISO 8601 with milliseconds) and msg, plus any extra fields.
+// (UTC, ISO 8601 with milliseconds) and message (SPEC section 5), plus any extra fields.
 // Thread-safe (one write per line). Never log a database URL unredacted.
 #include <string>
 #include <string_view>
