@@ -12,6 +12,7 @@ void http_source::submit(std::string body, std::function<void(claim_reply)> done
       reply.malformed = true;
       reply.error = rejected->reason;
     } else {
+      metrics_.record_claim(claim_status::rejected, 0.0);
       reply.outcome = *rejected;
     }
     done(std::move(reply));

@@ -3,7 +3,7 @@
 // answered (through the http_server's done callback) once its claim
 // committed. Bodies that are not a message at all are answered at once as
 // malformed, messages with bad fields at once as rejected; neither touches
-// the database. A claim that cannot run now (the database is away) is
+// the database (a rejection still counts in the claim metrics). A claim that cannot run now (the database is away) is
 // answered as a transient failure (503) rather than retried: the HTTP client
 // retries.
 #include <cstdint>
@@ -19,7 +19,8 @@ namespace voucherd {
 
 class http_source final : public message_source {
  public:
-  explicit http_source(std::string default_campaign) : default_campaign_{std::move(default_campaign)} {}
+  http_source(std::string default_campaign, metrics& registry)
+      : default_campaign_{std::move(default_campaign)}, metrics_{registry} {}
 
   const char* name() const override { return "http"; }
   void start(asio::io_context& io) override;
@@ -34,6 +35,7 @@ class http_source final : public message_source {
 
  private:
   std::string default_campaign_;
+  metrics& metrics_;  // counts the rejections answered here, before any claimer
   std::unique_ptr<message_buffer> buffer_;
   std::uint64_t next_seq_ = 0;
   std::unordered_map<std::uint64_t, std::function<void(claim_reply)>> waiting_;

@@ -317,7 +317,7 @@ int worker::run() {
     s.dispatcher->start();
   }
   if (!s.config.http_listen.empty()) {
-    s.http = std::make_unique<http_source>(s.config.campaign);
+    s.http = std::make_unique<http_source>(s.config.campaign, s.registry);
     s.http->start(s.io);
     auto probe = [&s](std::function<void(bool)> answer) {
       asio::co_spawn(
