@@ -68,6 +68,8 @@ int run_worker(const args& a) {
       ("source", po::value(&source)->default_value("pg"),
        "stdin (JSON lines in, outcome lines out, in order), pg (the message_queue table), "
        "redis (a stream and consumer group)")
+      ("strategy", po::value(&config.strategy)->default_value(worker_config::k_strategy),
+       "how to claim: skip-locked (the lock-based comparison strategies run under `voucherd bench`)")
       ("campaign", po::value(&config.campaign),
        "campaign for messages that name none (env VOUCHERD_CAMPAIGN)")
       ("concurrency", po::value(&concurrency),

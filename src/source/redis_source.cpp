@@ -95,6 +95,7 @@ bool redis_source::read_entries(redis_node& node, const std::vector<std::string>
 
 bool redis_source::autoclaim(redis_node& node) {
   std::string cursor = "0-0";
+  std::int64_t taken = 0, poisoned = 0;
   for (int round = 0; round < 10; ++round) {
     std::vector<std::string> argv{"XAUTOCLAIM", config_.stream, config_.group, config_.consumer,
                                   std::to_string(config_.claim_idle.count()), cursor, "COUNT",
@@ -107,10 +108,9 @@ bool redis_source::autoclaim(redis_node& node) {
     cursor = text_of(r->element[0]);
     const redisReply* entries = r->element[1];
     for (std::size_t i = 0; entries && i < entries->elements; ++i) {
-      const redisReply* e = entries->element[i];
-      auto taken = entry_to_delivery(e);
-      if (!taken) continue;
-      auto& d = *taken;
+      auto entry = entry_to_delivery(entries->element[i]);
+      if (!entry) continue;
+      auto& d = *entry;
       {
         std::lock_guard lock{mutex_};
         if (holding_.count(d.id)) continue;
@@ -120,11 +120,15 @@ bool redis_source::autoclaim(redis_node& node) {
         d.deliveries = static_cast<int>(p->element[0]->element[3]->integer);
       if (d.deliveries > config_.max_deliveries)
         d.poison = fmt::format("delivered {} times without an outcome (max {})", d.deliveries, config_.max_deliveries);
-      log_json(log_level::info, "took over a pending message", {{"id", d.id}, {"deliveries", d.deliveries}});
+      ++taken;
+      poisoned += d.poison.has_value();
       hand_over(std::move(d));
     }
     if (cursor == "0-0") break;
   }
+  if (taken > 0)
+    log_json(log_level::info, "took over pending messages of idle consumers",
+             {{"messages", taken}, {"over_max_deliveries", poisoned}, {"claim_idle_ms", config_.claim_idle.count()}});
   return true;
 }
 

@@ -218,7 +218,9 @@ asio::awaitable<void> worker::impl::claimer(message_source& src, int index) {
   backoff retry{seed + static_cast<std::uint64_t>(index)};
   std::mt19937_64 rng{seed ^ static_cast<std::uint64_t>(index * 7919)};
   const auto claimer_name = fmt::format("{}-{}", src.name(), index);
-  while (!(stopping && src.drained()) && !src.finished()) {
+  // On stop, a claimer finishes what the source already read into memory,
+  // unless it has no database to finish it with.
+  while (!(stopping && (src.drained() || !conn.is_open())) && !src.finished()) {
     if (!conn.is_open()) {
       std::optional<std::chrono::milliseconds> wait;
       try {

@@ -18,6 +18,9 @@ const char* to_string(source_kind kind) {
 
 void worker_config::validate() const {
   auto fail = [](std::string what) { throw voucherd_error{failure_kind::usage, std::move(what)}; };
+  if (strategy != k_strategy)
+    fail(fmt::format("--strategy: the worker daemon claims with {} only; '{}' is a comparison strategy, "
+                     "run it with `voucherd bench --strategy {}`", k_strategy, strategy, strategy));
   if (!campaign.empty())
     if (auto p = campaign_name_problem(campaign)) fail(fmt::format("--campaign: {}", *p));
   if (concurrency < 1 || concurrency > k_max_concurrency)

@@ -39,7 +39,13 @@ struct worker_config {
   // SIGTERM: in-flight transactions get this long to commit or roll back.
   static constexpr std::chrono::milliseconds k_default_shutdown_grace{8000};
 
+  // The daemon claims with the atomic statement only; the lock-based
+  // strategies of SPEC section 7 exist for comparison and run under
+  // `voucherd bench`, which starts its own pods.
+  static constexpr const char* k_strategy = "skip-locked";
+
   source_kind source = source_kind::pg;
+  std::string strategy = k_strategy;
   std::string campaign;      // for messages that name none; may be empty
   std::string database_url;  // "" = libpq's PG* variables
   int concurrency = k_default_concurrency;  // claimers = database connections

@@ -1,0 +1,66 @@
+// `voucherd worker` and `voucherd enqueue` options: every option is in
+// --help, bad values are refused once, at start-up, with a message naming
+// the option, and usage errors exit 64 without touching the database.
+#include <doctest/doctest.h>
+
+#include "worker_fixture.hpp"
+
+using namespace voucherd::test;
+
+TEST_CASE("worker --help documents every option") {
+  const auto r = run_voucherd({"worker", "--help"});
+  CHECK_MESSAGE(r.exit_code == 0, r.err);
+  for (const char* option : {"--source", "--campaign", "--concurrency", "--batch", "--strategy", "--http", "--notify",
+                             "--redis-url", "--stream", "--group", "--consumer", "--dead-letter-stream",
+                             "--claim-idle-ms", "--max-deliveries", "--shutdown-grace-ms", "--database-url"})
+    CHECK_MESSAGE(r.out.find(option) != std::string::npos, option << " is documented in --help");
+}
+
+TEST_CASE("bad worker options are refused at start-up with a message naming the option") {
+  // An unreachable database: a refused option must be reported before any connection is tried.
+  const std::string url = fmt::format("postgresql://postgres@127.0.0.1:{}/none", voucherd::free_local_port());
+  struct bad_call {
+    std::vector<std::string> args;
+    std::string says;
+  };
+  const std::vector<bad_call> calls{
+      {{"--source", "kafka"}, "--source must be stdin, pg or redis"},
+      {{"--concurrency", "0"}, "--concurrency must be 1..256"},
+      {{"--concurrency", "100000"}, "--concurrency must be 1..256"},
+      {{"--batch", "0"}, "--batch must be 1..1000"},
+      {{"--batch", "1001"}, "--batch must be 1..1000"},
+      {{"--campaign", "Not A Slug"}, "--campaign: campaign name"},
+      {{"--strategy", "redlock"}, "voucherd bench --strategy redlock"},
+      {{"--source", "redis", "--redis-url", "http://x"}, "--redis-url must start with redis://"},
+      {{"--source", "redis", "--max-deliveries", "0"}, "--max-deliveries must be at least 1"},
+      {{"--source", "redis", "--claim-idle-ms", "0"}, "--claim-idle-ms must be at least 1"},
+      {{"--concurrency", "many"}, "concurrency"},
+  };
+  for (const auto& call : calls) {
+    std::vector<std::string> args{"worker", "--database-url", url};
+    args.insert(args.end(), call.args.begin(), call.args.end());
+    const auto r = run_voucherd(args);
+    CAPTURE(call.says);
+    CHECK_MESSAGE(r.exit_code == 64, "usage error exit 64, got " << r.exit_code << ": " << r.err);
+    CHECK_MESSAGE(r.err.find(call.says) != std::string::npos, "the message says '" << call.says << "': " << r.err);
+  }
+}
+
+TEST_CASE("environment fills what flags leave open, and is validated the same way") {
+  const std::string url = fmt::format("postgresql://postgres@127.0.0.1:{}/none", voucherd::free_local_port());
+  const auto r = run_voucherd({"worker", "--database-url", url}, {}, {{"VOUCHERD_CONCURRENCY", "0"}});
+  CHECK_MESSAGE(r.exit_code == 64, r.err);
+  CHECK_MESSAGE(r.err.find("--concurrency must be 1..256, got 0") != std::string::npos, r.err);
+  const auto b = run_voucherd({"worker", "--database-url", url}, {}, {{"VOUCHERD_BATCH", "ten"}});
+  CHECK_MESSAGE(b.exit_code == 64, b.err);
+  CHECK_MESSAGE(b.err.find("VOUCHERD_BATCH must be a number") != std::string::npos, b.err);
+}
+
+TEST_CASE("enqueue refuses an unknown source and a missing file") {
+  const auto r = run_voucherd({"enqueue", "--source", "kafka", "/dev/null"});
+  CHECK_MESSAGE(r.exit_code == 64, r.err);
+  CHECK_MESSAGE(r.err.find("--source must be pg or redis") != std::string::npos, r.err);
+  const auto m = run_voucherd({"enqueue", "--source", "pg", "/no/such/file"});
+  CHECK_MESSAGE(m.exit_code == 64, m.err);
+  CHECK_MESSAGE(m.err.find("cannot open /no/such/file") != std::string::npos, m.err);
+}
