@@ -14,7 +14,9 @@
 // The lock-based strategies write the outbox notification of the code they
 // read in the transaction of their UPDATE (so "told" can be audited against
 // "owns"), and bypass the I1 trigger with voucherd.unguarded in that
-// transaction: they must behave like the story's unguarded schema.
+// transaction: they must behave like the story's unguarded schema. They do
+// not look at the campaign window, deduplicate a user's redelivery, or record
+// message_outcome: the story's code did none of that either.
 #include <chrono>
 #include <cstdint>
 #include <functional>

@@ -128,6 +128,11 @@ int run_bench(const args& a) {
     for (auto& c : runs) c.redis_nodes = endpoints_of(own_redis);
   }
 
+  for (const auto& c : runs)
+    if (c.pause.count() > 0 && c.pause <= c.lock_ttl)
+      say(fmt::format("bench: --pause-ms {} is not longer than --lock-ttl-ms {}: the paused holder keeps its lock",
+                      c.pause.count(), c.lock_ttl.count()));
+
   const auto exe = self_executable();
   std::vector<bench::bench_report> reports;
   for (const auto& c : runs) {
