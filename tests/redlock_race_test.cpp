@@ -127,3 +127,17 @@ TEST_CASE("a non-owner can neither release nor extend a lock; the owner can do b
   CHECK_MESSAGE(owner.release(*lease), "the owner releases its lock");
   CHECK_MESSAGE(other.acquire("owned").has_value(), "a released lock is free at once");
 }
+
+TEST_CASE("a Redlock reconnects to nodes that come back after a crash") {
+  auto servers = start_redis_servers(3);
+  redlock lock{endpoints_of(servers), redlock_options{.ttl = 2000ms, .retry_count = 0}};
+  REQUIRE_MESSAGE(lock.acquire("before").has_value(), "all nodes up: granted");
+  servers[0]->kill_now();
+  servers[1]->kill_now();
+  CHECK_MESSAGE(!lock.acquire("while-down").has_value(), "2 of 3 nodes down: refused");
+  servers[0]->restart();
+  servers[1]->restart();
+  const auto lease = lock.acquire("after");
+  CHECK_MESSAGE(lease.has_value(), "the same client is granted the lock once the nodes are back");
+  if (lease) CHECK_MESSAGE(lock.release(*lease), "and releases it on the reconnected majority");
+}

@@ -39,14 +39,18 @@ int free_local_port() {
   return ntohs(addr.sin_port);
 }
 
-redis_server::redis_server() { start(); }
+redis_server::redis_server() { start(free_local_port()); }
 
 redis_server::~redis_server() { stop(); }
 
-void redis_server::start() {
-  endpoint_ = {"127.0.0.1", free_local_port()};
-  const std::string port = std::to_string(endpoint_.port);
-  std::vector<std::string> argv{"redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+void redis_server::restart() {
+  stop();
+  start(endpoint_.port);
+}
+
+void redis_server::start(int port) {
+  endpoint_ = {"127.0.0.1", port};
+  std::vector<std::string> argv{"redis-server", "--port", std::to_string(port), "--bind", "127.0.0.1", "--save", "",
                                 "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"};
   std::vector<char*> raw;
   for (auto& a : argv) raw.push_back(a.data());

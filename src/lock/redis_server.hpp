@@ -30,9 +30,12 @@ class redis_server {
   void kill_now();
   // SIGTERM and reap; a no-op when already stopped.
   void stop();
+  // Starts a stopped or killed server again on the same port (empty: no
+  // persistence), as a node that comes back after a crash.
+  void restart();
 
  private:
-  void start();
+  void start(int port);
 
   redis_endpoint endpoint_;
   pid_t pid_ = -1;
