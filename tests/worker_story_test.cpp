@@ -1,6 +1,9 @@
 // The README's story, replayed through the daemon: two messages on the
-// Postgres queue, two worker processes, notifications through the log sink.
+// Postgres queue, two worker processes, notifications through the log sink;
+// then the same two employees under naive and redlock-delay.
 #include <doctest/doctest.h>
+
+#include <map>
 
 #include "worker_fixture.hpp"
 
@@ -18,12 +21,23 @@ std::size_t occurrences(const std::string& text, const std::string& what) {
 
 TEST_CASE("the story through two worker daemons: each employee owns one code and was told that code") {
   test_database db;
-  const auto r = run_voucherd({"story", "--database-url", db.url()});
+  // 500 ms between read and write: both naive pods read before either writes,
+  // even on a loaded machine.
+  const auto r = run_voucherd({"story", "--database-url", db.url(), "--work-ms", "500"});
   CHECK_MESSAGE(r.exit_code == 0, r.err.substr(0, 2000));
-  int ok_rows = 0;
-  for (const auto& line : lines_of(r.out))
-    if ((line.starts_with("| 1 ") || line.starts_with("| 2 ")) && line.ends_with("| ok |")) ++ok_rows;
-  CHECK_MESSAGE(ok_rows == 2, "both employee rows say ok:\n" << r.out);
+  std::map<std::string, int> rows, ok_rows;
+  for (const auto& line : lines_of(r.out)) {
+    for (const std::string strategy : {"skip-locked", "naive", "redlock-delay"}) {
+      if (!line.starts_with("| " + strategy + " ")) continue;
+      ++rows[strategy];
+      if (line.ends_with("| ok |")) ++ok_rows[strategy];
+    }
+  }
+  CHECK_MESSAGE(rows["skip-locked"] == 2, r.out);
+  CHECK_MESSAGE(ok_rows["skip-locked"] == 2, "both employee rows say ok under skip-locked:\n" << r.out);
+  CHECK_MESSAGE(rows["naive"] == 2, r.out);
+  CHECK_MESSAGE(ok_rows["naive"] == 1, "naive: one employee was told the code the other owns:\n" << r.out);
+  CHECK_MESSAGE(rows["redlock-delay"] == 2, "redlock-delay ran next to them:\n" << r.out);
   const bool both_codes = r.out.find("BV1LN2KJ") != std::string::npos && r.out.find("ASXKKQRG") != std::string::npos;
   CHECK_MESSAGE(both_codes, "the two codes went to the two employees:\n" << r.out);
   CHECK_MESSAGE(occurrences(r.err, "\"message\":\"worker starting\"") == 2, "two worker daemons ran:\n" << r.err.substr(0, 2000));

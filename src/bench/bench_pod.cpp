@@ -30,7 +30,7 @@ void ready_and_wait_for_start() {
 
 }  // namespace
 
-std::string bench_user(std::int64_t n) { return fmt::format("u{}", n); }
+std::string bench_user(std::int64_t n) { return std::to_string(n + 1); }
 
 int run_pod(pod_config c) {
   int claims_seen = 0;

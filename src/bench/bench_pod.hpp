@@ -29,7 +29,8 @@ struct pod_config {
   strategy_options options;
 };
 
-// The user id of message n (0-based): "u<n>".
+// The user id of message n (0-based): "<n+1>", so users are 1..M as in the
+// story.
 std::string bench_user(std::int64_t n);
 
 // Runs the pod: connect, report ready, wait for the start, claim, record.

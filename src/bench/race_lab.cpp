@@ -13,6 +13,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include <boost/json/parse.hpp>
@@ -223,6 +224,8 @@ void bench_config::validate() const {
   if (pods < 1 || pods > 64) throw voucherd_error{failure_kind::usage, "--pods must be 1..64"};
   if (messages < 1) throw voucherd_error{failure_kind::usage, "--messages must be at least 1"};
   if (vouchers < 1) throw voucherd_error{failure_kind::usage, "--vouchers must be at least 1"};
+  if (!codes.empty() && static_cast<std::int64_t>(codes.size()) != vouchers)
+    throw voucherd_error{failure_kind::usage, "the given codes and --vouchers disagree"};
   if (work.count() < 0 || jitter.count() < 0 || pause.count() < 0 || release_delay.count() < 0)
     throw voucherd_error{failure_kind::usage, "--work-ms, --jitter-ms, --pause-ms, --release-delay-ms must be >= 0"};
   if (lock_ttl.count() < 10) throw voucherd_error{failure_kind::usage, "--lock-ttl-ms must be at least 10"};
@@ -256,7 +259,15 @@ bench_report run_bench(const bench_config& c, const std::string& self_exe) {
   apply_migrations(db.conn(), embedded_migrations());
   const auto campaign = campaign_name(c);
   create_campaign(db.conn(), {campaign, "", ""});
-  generate_codes(db.conn(), campaign, c.vouchers, k_bench_code_length);
+  if (c.codes.empty()) {
+    generate_codes(db.conn(), campaign, c.vouchers, k_bench_code_length);
+  } else {
+    std::string lines;
+    for (const auto& code : c.codes) lines += code + '\n';
+    std::istringstream in{lines};
+    import_codes(db.conn(), campaign, in);
+  }
+  report.campaign = campaign;
 
   char dir_template[] = "/tmp/voucherd-bench.XXXXXX";
   if (!mkdtemp(dir_template)) throw voucherd_error{failure_kind::internal, "cannot create a record directory"};
@@ -301,7 +312,8 @@ bench_report run_bench(const bench_config& c, const std::string& self_exe) {
   report.latency_p50_ms = percentile(rec.latencies_ms, 0.50);
   report.latency_p99_ms = percentile(rec.latencies_ms, 0.99);
   audit(report, rec, db.conn(), campaign);
-  progress(fmt::format("{}: {:.2f} s, {} violations", report.label(), report.elapsed_s, report.violations()));
+  progress(fmt::format("{}: {:.2f} s, {} violation{}", report.label(), report.elapsed_s, report.violations(),
+                       report.violations() == 1 ? "" : "s"));
   return report;
 }
 

@@ -4,10 +4,11 @@
 // the database says they own.
 //
 // How a run goes:
-//  1. a fresh campaign `bench-<strategy>-<time>-<n>` with V random codes;
+//  1. a fresh campaign `bench-<strategy>-<time>-<n>` with V random codes (or
+//     the given ones);
 //  2. P pods (`voucherd bench-pod`, spawned with posix_spawn) connect, report
 //     ready on a pipe, and all start together when the parent closes the
-//     start pipe; pod i claims for users u<i>, u<i+P>, ... (M users in all);
+//     start pipe; pod i claims for users i+1, i+1+P, ... (M users in all);
 //  3. every pod appends one JSON line per message to its own record file:
 //     the outcome it told the user (status, code) and the claim latency. This
 //     record is written outside any claim transaction, so it is independent of
@@ -46,6 +47,9 @@ struct bench_config {
   std::vector<redis_endpoint> redis_nodes;
   std::string database_url;
   std::uint64_t seed = 1;
+  // The pool's codes, in id order; empty: `vouchers` random codes. The story
+  // uses its own two codes here.
+  std::vector<std::string> codes;
 
   // Throws voucherd_error(usage) naming the first bad value.
   void validate() const;
@@ -53,6 +57,7 @@ struct bench_config {
 
 struct bench_report {
   bench_config config;
+  std::string campaign;
   double elapsed_s = 0;
   double claims_per_s = 0;
   double latency_p50_ms = 0;

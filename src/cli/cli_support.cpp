@@ -1,5 +1,7 @@
 #include "cli/cli_support.hpp"
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -54,6 +56,13 @@ void print_json(const boost::json::object& line) { print_line(boost::json::seria
 void say(const std::string& message) {
   std::fprintf(stderr, "voucherd: %s\n", message.c_str());
   std::fflush(stderr);
+}
+
+std::string self_executable() {
+  char buf[4096];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) throw voucherd_error{failure_kind::internal, "cannot find my own executable"};
+  return std::string(buf, static_cast<std::size_t>(n));
 }
 
 }  // namespace voucherd::cli

@@ -33,4 +33,8 @@ void print_line(const std::string& json_line);
 // Human messages go to stderr, prefixed with "voucherd: ".
 void say(const std::string& message);
 
+// The path of this voucherd binary, for commands that start more of it
+// (story's workers, bench's pods).
+std::string self_executable();
+
 }  // namespace voucherd::cli

@@ -23,13 +23,6 @@ namespace {
 
 inline constexpr int k_own_redis_nodes = 3;
 
-std::string self_executable() {
-  char buf[4096];
-  const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) throw voucherd_error{failure_kind::internal, "cannot find my own executable"};
-  return std::string(buf, static_cast<std::size_t>(n));
-}
-
 std::vector<int> parse_pod_list(const std::string& text) {
   std::vector<int> out;
   std::string_view rest = text;
