@@ -10,7 +10,7 @@ using namespace voucherd::test;
 TEST_CASE("worker --help documents every option") {
   const auto r = run_voucherd({"worker", "--help"});
   CHECK_MESSAGE(r.exit_code == 0, r.err);
-  for (const char* option : {"--source", "--campaign", "--concurrency", "--batch", "--strategy", "--http", "--notify",
+  for (const char* option : {"--source", "--campaign", "--concurrency", "--threads", "--batch", "--strategy", "--http", "--notify",
                              "--redis-url", "--stream", "--group", "--consumer", "--dead-letter-stream",
                              "--claim-idle-ms", "--max-deliveries", "--shutdown-grace-ms", "--database-url"})
     CHECK_MESSAGE(r.out.find(option) != std::string::npos, option << " is documented in --help");
@@ -35,6 +35,9 @@ TEST_CASE("bad worker options are refused at start-up with a message naming the 
       {{"--source", "redis", "--max-deliveries", "0"}, "--max-deliveries must be at least 1"},
       {{"--source", "redis", "--claim-idle-ms", "0"}, "--claim-idle-ms must be at least 1"},
       {{"--concurrency", "many"}, "concurrency"},
+      {{"--threads", "-1"}, "--threads must be 0 (one per CPU) .. 64"},
+      {{"--threads", "65"}, "--threads must be 0 (one per CPU) .. 64"},
+      {{"--source", "redis", "--threads", "2"}, "only --source pg runs its claimers on several threads"},
   };
   for (const auto& call : calls) {
     std::vector<std::string> args{"worker", "--database-url", url};
@@ -54,6 +57,9 @@ TEST_CASE("environment fills what flags leave open, and is validated the same wa
   const auto b = run_voucherd({"worker", "--database-url", url}, {}, {{"VOUCHERD_BATCH", "ten"}});
   CHECK_MESSAGE(b.exit_code == 64, b.err);
   CHECK_MESSAGE(b.err.find("VOUCHERD_BATCH must be a number") != std::string::npos, b.err);
+  const auto t = run_voucherd({"worker", "--database-url", url, "--source", "stdin"}, {}, {{"VOUCHERD_THREADS", "3"}});
+  CHECK_MESSAGE(t.exit_code == 64, t.err);
+  CHECK_MESSAGE(t.err.find("--threads 3: only --source pg") != std::string::npos, t.err);
 }
 
 TEST_CASE("enqueue refuses an unknown source and a missing file") {

@@ -39,10 +39,15 @@ struct worker_process {
   std::string err_path;
 };
 
-worker_process start_worker(queue_under_test& q, int concurrency, int batch, const std::string& consumer) {
+// threads: for the pg queue, how many threads the claimers run on (0 = the
+// default); other sources always run on one.
+worker_process start_worker(queue_under_test& q, int concurrency, int batch, const std::string& consumer,
+                            int threads = 0) {
   worker_process w;
   w.err_path = temp_path("worker-" + consumer);
-  w.pid = spawn_voucherd(q.worker_args(concurrency, batch, {"--consumer", consumer}), {}, w.err_path);
+  std::vector<std::string> extra{"--consumer", consumer};
+  if (q.kind() == "pg") extra.insert(extra.end(), {"--threads", std::to_string(threads)});
+  w.pid = spawn_voucherd(q.worker_args(concurrency, batch, extra), {}, w.err_path);
   return w;
 }
 
@@ -54,10 +59,11 @@ void check_audit(queue_under_test& q) {
 }
 
 // 3 workers; the first SIGKILLed at a quarter and restarted; Postgres
-// restarted at a half. Returns the logs of every worker.
+// restarted at a half. On the pg queue, w0 runs its claimers on one thread,
+// w1 on the default, w2 on four. Returns the logs of every worker.
 std::string run_with_faults(queue_under_test& q, private_postgres& pg, std::size_t total) {
-  std::vector<worker_process> workers{start_worker(q, 4, 1, "w0"), start_worker(q, 4, 10, "w1"),
-                                      start_worker(q, 4, 1, "w2")};
+  std::vector<worker_process> workers{start_worker(q, 4, 1, "w0", 1), start_worker(q, 4, 10, "w1"),
+                                      start_worker(q, 4, 1, "w2", 4)};
   const auto quarter = static_cast<std::int64_t>(total / 4), half = static_cast<std::int64_t>(total / 2);
   CHECK_MESSAGE(wait_until([&] { return q.answered() >= quarter; }, std::chrono::seconds{120}),
                 "a quarter answered before the kill");

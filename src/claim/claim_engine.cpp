@@ -166,6 +166,7 @@ bool free_mark_policy::should_advance(std::int64_t campaign_id, std::int64_t fre
     // A sold-out claim walked from the mark to the end of the pool; move the
     // mark past it, but at most once a second per campaign.
     auto now = std::chrono::steady_clock::now();
+    const std::lock_guard lock{mutex_};
     auto& last = last_sold_out_advance_[campaign_id];
     if (now - last > std::chrono::seconds{1}) {
       last = now;

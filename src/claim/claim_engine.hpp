@@ -13,6 +13,7 @@
 //    committed is then unknown, and re-running it is safe (already_claimed).
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string_view>
@@ -44,13 +45,15 @@ claim_outcome unknown_campaign_outcome(const claim_request& request);
 
 // When a claimer should move its campaign's free_from mark up: after a claim
 // landed more than k_free_mark_gap past it, or (at most once a second per
-// campaign) after a sold-out claim walked to the end of the pool.
+// campaign) after a sold-out claim walked to the end of the pool. Safe to
+// share between threads.
 class free_mark_policy {
  public:
   bool should_advance(std::int64_t campaign_id, std::int64_t free_from, std::int64_t highest_claimed,
                       bool saw_sold_out);
 
  private:
+  std::mutex mutex_;  // guards last_sold_out_advance_
   std::unordered_map<std::int64_t, std::chrono::steady_clock::time_point> last_sold_out_advance_;
 };
 

@@ -20,6 +20,7 @@ namespace {
 constexpr const char* k_env_campaign = "VOUCHERD_CAMPAIGN";
 constexpr const char* k_env_concurrency = "VOUCHERD_CONCURRENCY";
 constexpr const char* k_env_batch = "VOUCHERD_BATCH";
+constexpr const char* k_env_threads = "VOUCHERD_THREADS";
 constexpr const char* k_env_redis_url = "VOUCHERD_REDIS_URL";
 constexpr const char* k_env_notify = "VOUCHERD_NOTIFY";
 
@@ -55,7 +56,7 @@ std::string default_consumer() {
 int run_worker(const args& a) {
   worker_config config;
   std::string url_flag, source = "pg";
-  int concurrency = 0;
+  int concurrency = 0, threads = 0;
   long batch = 0;
   long claim_idle_ms = config.redis.claim_idle.count();
   long grace_ms = config.shutdown_grace.count();
@@ -75,6 +76,10 @@ int run_worker(const args& a) {
       ("concurrency", po::value(&concurrency),
        fmt::format("concurrent claimers = database connections, 1..{} (env VOUCHERD_CONCURRENCY; default {})",
                    worker_config::k_max_concurrency, worker_config::k_default_concurrency).c_str())
+      ("threads", po::value(&threads),
+       fmt::format("pg source: threads the claimers are spread over, 0..{}; 0 = one per CPU, at most one per "
+                   "claimer (env VOUCHERD_THREADS; default 0). Other sources run on one thread",
+                   worker_config::k_max_threads).c_str())
       ("batch", po::value(&batch),
        fmt::format("messages claimed per transaction (claim_batch), 1..{} (env VOUCHERD_BATCH; default {})",
                    worker_config::k_max_batch, worker_config::k_default_batch).c_str())
@@ -109,6 +114,7 @@ int run_worker(const args& a) {
   if (config.campaign.empty()) config.campaign = env_or(k_env_campaign, "");
   config.concurrency = vm.count("concurrency") ? concurrency
                                                : static_cast<int>(env_number(k_env_concurrency, config.concurrency));
+  config.threads = vm.count("threads") ? threads : static_cast<int>(env_number(k_env_threads, 0));
   const long b = vm.count("batch") ? batch : env_number(k_env_batch, static_cast<long>(config.batch));
   if (b < 1) throw voucherd_error{failure_kind::usage, fmt::format("--batch must be 1..{}, got {}", worker_config::k_max_batch, b)};
   config.batch = static_cast<std::size_t>(b);

@@ -81,13 +81,15 @@ asio::awaitable<void> pg_queue_source::record(pg_connection& conn, std::vector<d
   }
   std::vector<pg_param> params{pg_array_literal(ids), pg_array_literal(statuses),
                                             pg_array_literal(reasons), pg_array_literal(vouchers)};
-  co_await conn.exec(sql::queue_mark_done, std::move(params));
+  // Deferred: they go out with the claimer's COMMIT, in one round trip.
+  conn.defer(sql::queue_mark_done, std::move(params));
   for (std::size_t i = 0; i < batch.size(); ++i) {
     if (outcomes[i].status != claim_status::rejected) continue;
     std::vector<pg_param> params{std::string{"pg"}, batch[i].id, bytea_hex(batch[i].body), outcomes[i].reason};
-    co_await conn.exec(sql::worker_dead_letter, std::move(params));
+    conn.defer(sql::worker_dead_letter, std::move(params));
     batch[i].dead_lettered = true;
   }
+  co_return;
 }
 
 }  // namespace voucherd

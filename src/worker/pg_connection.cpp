@@ -8,6 +8,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <fmt/format.h>
 
+#include "sql_catalog.hpp"
 
 namespace voucherd {
 
@@ -59,6 +60,7 @@ pg_connection::~pg_connection() { close(); }
 bool pg_connection::is_open() const { return conn_ && socket_ && PQstatus(conn_) == CONNECTION_OK; }
 
 void pg_connection::close() {
+  deferred_.clear();
   if (socket_) {
     // libpq owns the descriptor: hand it back before PQfinish closes it.
     socket_->release();
@@ -123,16 +125,91 @@ asio::awaitable<void> pg_connection::wait(bool for_write) {
       use_awaitable);
 }
 
-asio::awaitable<pg_rows> pg_connection::exec(const sql_statement& statement, std::vector<pg_param> params) {
-  if (!is_open()) throw lost(statement.name, "not connected");
+asio::awaitable<void> pg_connection::prepare(const sql_statement& statement) {
   // Prepared on first use (like libpqxx): some catalog statements name
   // temporary tables that exist only inside the command that uses them.
-  if (!prepared_.contains(statement.name)) {
-    if (!PQsendPrepare(conn_, statement.name_str().c_str(), statement.text_str().c_str(), 0, nullptr))
-      throw lost(statement.name);
-    co_await finish(statement.name);
-    prepared_.insert(statement.name);
+  if (prepared_.contains(statement.name)) co_return;
+  if (!PQsendPrepare(conn_, statement.name_str().c_str(), statement.text_str().c_str(), 0, nullptr))
+    throw lost(statement.name);
+  co_await finish(statement.name);
+  prepared_.insert(statement.name);
+}
+
+void pg_connection::defer(const sql_statement& statement, std::vector<pg_param> params) {
+  deferred_.push_back({&statement, std::move(params), true});
+}
+
+asio::awaitable<void> pg_connection::rollback() {
+  deferred_.clear();
+  if (!is_open() || PQtransactionStatus(conn_) == PQTRANS_IDLE) co_return;
+  co_await exec_simple(sql::worker_rollback);
+}
+
+asio::awaitable<pg_rows> pg_connection::run_pipeline(queued last) {
+  auto items = std::move(deferred_);
+  deferred_.clear();
+  items.push_back(std::move(last));
+  for (auto& item : items) {
+    // BEGIN and COMMIT run unnamed; every other statement prepared.
+    if (item.statement == &sql::worker_begin || item.statement == &sql::worker_commit) item.prepared = false;
+    if (item.prepared) co_await prepare(*item.statement);
   }
+  const auto& name = items.back().statement->name;
+  if (PQenterPipelineMode(conn_) != 1) throw lost(name, "cannot enter pipeline mode");
+  for (const auto& item : items) {
+    std::vector<const char*> values;
+    for (const auto& p : item.params) values.push_back(p ? p->c_str() : nullptr);
+    const int ok = item.prepared
+                       ? PQsendQueryPrepared(conn_, item.statement->name_str().c_str(), static_cast<int>(values.size()),
+                                             values.data(), nullptr, nullptr, 0)
+                       : PQsendQueryParams(conn_, item.statement->text_str().c_str(), 0, nullptr, nullptr, nullptr,
+                                           nullptr, 0);
+    if (!ok) throw lost(item.statement->name);
+  }
+  if (PQpipelineSync(conn_) != 1) throw lost(name);
+  co_await flush(name);
+  // Results come per statement, each list ended by a null; then the sync.
+  // After an error the rest of the pipeline reports PIPELINE_ABORTED.
+  pg_rows rows;
+  std::optional<pg_error> error;
+  std::size_t index = 0;
+  for (bool synced = false; !synced;) {
+    co_await until_result(name);
+    PGresult* r = PQgetResult(conn_);
+    if (!r) {
+      if (++index > items.size() || PQstatus(conn_) == CONNECTION_BAD) throw lost(name);
+      continue;
+    }
+    switch (PQresultStatus(r)) {
+      case PGRES_PIPELINE_SYNC: synced = true; PQclear(r); break;
+      case PGRES_FATAL_ERROR:
+      case PGRES_BAD_RESPONSE:
+        if (!error) error.emplace(error_of(r, items[std::min(index, items.size() - 1)].statement->name));
+        PQclear(r);
+        break;
+      default:
+        if (index == items.size() - 1) rows = pg_rows{r};
+        else PQclear(r);
+    }
+  }
+  if (PQexitPipelineMode(conn_) != 1) throw lost(name, "cannot leave pipeline mode");
+  if (PQstatus(conn_) == CONNECTION_BAD) {
+    if (error) throw pg_error{failure_kind::transient, error->statement(), error->sqlstate(), true, error->what()};
+    throw lost(name);
+  }
+  if (error) throw *error;
+  co_return rows;
+}
+
+asio::awaitable<pg_rows> pg_connection::exec(const sql_statement& statement, std::vector<pg_param> params) {
+  if (!is_open()) throw lost(statement.name, "not connected");
+  if (!deferred_.empty()) {
+    // A named local, not a braced temporary in the co_await: GCC 12 destroys
+    // such temporaries twice.
+    queued last{&statement, std::move(params), true};
+    co_return co_await run_pipeline(std::move(last));
+  }
+  co_await prepare(statement);
   std::vector<const char*> values;
   values.reserve(params.size());
   for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
@@ -144,38 +221,45 @@ asio::awaitable<pg_rows> pg_connection::exec(const sql_statement& statement, std
 
 asio::awaitable<void> pg_connection::exec_simple(const sql_statement& statement) {
   if (!is_open()) throw lost(statement.name, "not connected");
+  if (!deferred_.empty()) {
+    queued last{&statement, {}, false};
+    co_await run_pipeline(std::move(last));
+    co_return;
+  }
   if (!PQsendQuery(conn_, statement.text_str().c_str())) throw lost(statement.name);
   co_await finish(statement.name);
 }
 
-asio::awaitable<pg_rows> pg_connection::finish(std::string_view statement) {
+asio::awaitable<void> pg_connection::flush(std::string_view statement) {
   for (;;) {
     const int f = PQflush(conn_);
     if (f == 0) break;
     if (f < 0) throw lost(statement);
     co_await wait(true);
   }
+}
+
+asio::awaitable<void> pg_connection::until_result(std::string_view statement) {
+  while (PQisBusy(conn_)) {
+    co_await wait(false);
+    if (!PQconsumeInput(conn_)) throw lost(statement);
+  }
+}
+
+asio::awaitable<pg_rows> pg_connection::finish(std::string_view statement) {
+  co_await flush(statement);
   pg_rows rows;
   std::optional<pg_error> error;
   for (;;) {
-    while (PQisBusy(conn_)) {
-      co_await wait(false);
-      if (!PQconsumeInput(conn_)) throw lost(statement);
-    }
+    co_await until_result(statement);
     PGresult* r = PQgetResult(conn_);
     if (!r) break;
     const auto status = PQresultStatus(r);
-    if (status == PGRES_FATAL_ERROR || status == PGRES_BAD_RESPONSE || status == PGRES_NONFATAL_ERROR) {
-      const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-      std::string sqlstate = state ? state : "";
-      const std::string message = trimmed(PQresultErrorMessage(r));
+    if (status == PGRES_NONFATAL_ERROR) {
       PQclear(r);
-      if (status == PGRES_NONFATAL_ERROR) continue;
-      const bool gone = PQstatus(conn_) == CONNECTION_BAD || sqlstate.empty() || sqlstate.starts_with("08") ||
-                        sqlstate == "57P01" || sqlstate == "57P02" || sqlstate == "57P03";
-      if (!error)
-        error.emplace(gone ? failure_kind::transient : classify_sqlstate(sqlstate), std::string{statement},
-                      sqlstate, gone, fmt::format("{} failed: {} (SQLSTATE {})", statement, message, sqlstate));
+    } else if (status == PGRES_FATAL_ERROR || status == PGRES_BAD_RESPONSE) {
+      if (!error) error.emplace(error_of(r, statement));
+      PQclear(r);
     } else {
       rows = pg_rows{r};
     }
@@ -186,6 +270,16 @@ asio::awaitable<pg_rows> pg_connection::finish(std::string_view statement) {
   }
   if (error) throw *error;
   co_return rows;
+}
+
+pg_error pg_connection::error_of(PGresult* r, std::string_view statement) const {
+  const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  std::string sqlstate = state ? state : "";
+  const std::string message = trimmed(PQresultErrorMessage(r));
+  const bool gone = PQstatus(conn_) == CONNECTION_BAD || sqlstate.empty() || sqlstate.starts_with("08") ||
+                    sqlstate == "57P01" || sqlstate == "57P02" || sqlstate == "57P03";
+  return pg_error{gone ? failure_kind::transient : classify_sqlstate(sqlstate), std::string{statement}, sqlstate, gone,
+                  fmt::format("{} failed: {} (SQLSTATE {})", statement, message, sqlstate)};
 }
 
 bool pg_connection::take_notifications() {

@@ -14,6 +14,13 @@
 //    false and connect() must be called again;
 //  - exec_simple() runs a parameterless catalog statement through the simple
 //    query protocol (BEGIN, COMMIT, ROLLBACK, LISTEN);
+//  - defer() queues a statement whose rows nobody reads (BEGIN, a mark-done
+//    UPDATE): it goes out with the next exec()/exec_simple(), all in one
+//    round trip (libpq pipeline mode), and its error is thrown there, naming
+//    it. A claimer's transaction thus costs three round trips, not five:
+//    BEGIN+take, claim, mark-done+COMMIT;
+//  - rollback() drops what is deferred and ends an open transaction; with
+//    none open on the server (its BEGIN was never sent) it sends nothing;
 //  - one statement at a time: the caller (one claimer coroutine) owns it.
 #include <chrono>
 #include <cstdint>
@@ -97,6 +104,8 @@ class pg_connection {
 
   asio::awaitable<pg_rows> exec(const sql_statement& statement, std::vector<pg_param> params = {});
   asio::awaitable<void> exec_simple(const sql_statement& statement);
+  void defer(const sql_statement& statement, std::vector<pg_param> params = {});
+  asio::awaitable<void> rollback();
 
   // True when a NOTIFY arrived since the last call (drains libpq's queue).
   bool take_notifications();
@@ -104,7 +113,21 @@ class pg_connection {
   asio::awaitable<void> wait_readable(std::chrono::milliseconds timeout);
 
  private:
+  // One statement of a pipeline: a catalog statement run prepared, or a
+  // parameterless one (BEGIN, COMMIT) run unnamed.
+  struct queued {
+    const sql_statement* statement;
+    std::vector<pg_param> params;
+    bool prepared;
+  };
+  asio::awaitable<void> prepare(const sql_statement& statement);
+  asio::awaitable<pg_rows> run_pipeline(queued last);
   asio::awaitable<pg_rows> finish(std::string_view statement);
+  // Sends what libpq buffered; waits for the socket as needed.
+  asio::awaitable<void> flush(std::string_view statement);
+  // Waits until PQgetResult will not block.
+  asio::awaitable<void> until_result(std::string_view statement);
+  pg_error error_of(PGresult* r, std::string_view statement) const;
   asio::awaitable<void> wait(bool for_write);
   pg_error lost(std::string_view statement, std::string why = {});
 
@@ -113,6 +136,7 @@ class pg_connection {
   PGconn* conn_ = nullptr;
   std::unique_ptr<asio::posix::stream_descriptor> socket_;
   std::unordered_set<std::string_view> prepared_;  // catalog names: their storage is static
+  std::vector<queued> deferred_;
 };
 
 }  // namespace voucherd

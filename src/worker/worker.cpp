@@ -2,8 +2,11 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <map>
+#include <mutex>
 #include <random>
+#include <thread>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -70,8 +73,10 @@ struct worker::impl {
   std::unique_ptr<message_source> source;
   metrics& registry;
   asio::io_context io;
-  bool stopping = false;
-  int running_claimers = 0;
+  // The claimer threads' own contexts (claimer_threads() - 1 of them).
+  std::vector<std::unique_ptr<asio::io_context>> extra_ios;
+  std::atomic<bool> stopping{false};
+  std::atomic<int> running_claimers{0};
   free_mark_policy free_mark;
   std::unique_ptr<http_source> http;
   std::unique_ptr<http_server> server;
@@ -81,13 +86,14 @@ struct worker::impl {
   impl(worker_config c, std::unique_ptr<message_source> s, metrics& m)
       : config{std::move(c)}, source{std::move(s)}, registry{m} {}
 
-  asio::awaitable<void> claimer(message_source& src, int index);
+  asio::awaitable<void> claimer(asio::io_context& ctx, message_source& src, int index);
   asio::awaitable<std::vector<claim_outcome>> claim_all(pg_connection& conn, message_source& src,
                                                         std::vector<delivery>& batch,
                                                         std::map<std::string, campaign_progress>& progress);
   asio::awaitable<void> advance_marks(pg_connection& conn, const std::map<std::string, campaign_progress>& progress);
   void stop(const char* why);
   void claimer_done();
+  void stop_all_contexts();
 };
 
 worker::worker(worker_config config, std::unique_ptr<message_source> source, metrics& registry)
@@ -95,9 +101,13 @@ worker::worker(worker_config config, std::unique_ptr<message_source> source, met
 
 worker::~worker() = default;
 
+void worker::impl::stop_all_contexts() {
+  io.stop();
+  for (auto& ctx : extra_ios) ctx->stop();
+}
+
 void worker::impl::stop(const char* why) {
-  if (stopping) return;
-  stopping = true;
+  if (stopping.exchange(true)) return;
   log_json(log_level::info, "stopping", {{"reason", why}});
   source->stop_intake();
   if (server) server->stop();
@@ -107,14 +117,14 @@ void worker::impl::stop(const char* why) {
   deadline->async_wait([this, deadline](boost::system::error_code ec) {
     if (ec) return;
     log_json(log_level::warn, "shutdown grace period over; abandoning in-flight transactions");
-    io.stop();
+    stop_all_contexts();
   });
 }
 
 void worker::impl::claimer_done() {
   if (--running_claimers > 0) return;
   log_json(log_level::info, "all claimers stopped");
-  io.stop();
+  stop_all_contexts();
 }
 
 asio::awaitable<std::vector<claim_outcome>> worker::impl::claim_all(
@@ -199,7 +209,7 @@ asio::awaitable<void> worker::impl::advance_marks(pg_connection& conn,
     // The mark is an optimisation and the claims have committed: a failure
     // here only ends this transaction; a lost connection is the caller's.
     bool failed = false;
-    co_await conn.exec_simple(sql::worker_begin);
+    conn.defer(sql::worker_begin);
     try {
       std::vector<pg_param> params{std::to_string(p.campaign_id)};
       const auto locked = co_await conn.exec(sql::lock_campaign_nowait, params);
@@ -209,12 +219,12 @@ asio::awaitable<void> worker::impl::advance_marks(pg_connection& conn,
       if (e.lost_connection()) throw;
       failed = true;
     }
-    if (failed) co_await conn.exec_simple(sql::worker_rollback);
+    if (failed) co_await conn.rollback();
   }
 }
 
-asio::awaitable<void> worker::impl::claimer(message_source& src, int index) {
-  pg_connection conn{io, config.database_url};
+asio::awaitable<void> worker::impl::claimer(asio::io_context& ctx, message_source& src, int index) {
+  pg_connection conn{ctx, config.database_url};
   backoff retry{seed + static_cast<std::uint64_t>(index)};
   std::mt19937_64 rng{seed ^ static_cast<std::uint64_t>(index * 7919)};
   const auto claimer_name = fmt::format("{}-{}", src.name(), index);
@@ -244,13 +254,15 @@ asio::awaitable<void> worker::impl::claimer(message_source& src, int index) {
     bool in_transaction = false;
     std::chrono::milliseconds pause{0};
     try {
-      co_await conn.exec_simple(sql::worker_begin);
+      // BEGIN goes out with the take (or, for sources that take from memory,
+      // with the first claim): one round trip.
+      conn.defer(sql::worker_begin);
       in_transaction = true;
       const auto started = clock_type::now();
       batch = co_await src.take(conn, config.batch);
       if (batch.empty()) {
         in_transaction = false;
-        co_await conn.exec_simple(sql::worker_rollback);
+        co_await conn.rollback();
         if ((stopping && src.drained()) || src.finished()) break;
         co_await src.wait_for_work(conn);
         continue;
@@ -292,7 +304,7 @@ asio::awaitable<void> worker::impl::claimer(message_source& src, int index) {
     }
     if (in_transaction && conn.is_open()) {
       try {
-        co_await conn.exec_simple(sql::worker_rollback);
+        co_await conn.rollback();
       } catch (const std::exception&) {
         conn.close();
       }
@@ -311,7 +323,8 @@ int worker::run() {
   });
   s.source->start(s.io);
   log_json(log_level::info, "worker starting",
-           {{"source", s.source->name()}, {"concurrency", s.config.concurrency}, {"batch", s.config.batch},
+           {{"source", s.source->name()}, {"concurrency", s.config.concurrency},
+            {"threads", s.config.claimer_threads()}, {"batch", s.config.batch},
             {"campaign", s.config.campaign}, {"pid", static_cast<std::int64_t>(::getpid())}});
   if (!s.config.notify.empty()) {
     s.dispatcher = std::make_unique<outbox_dispatcher>(
@@ -344,16 +357,42 @@ int worker::run() {
     log_json(log_level::info, "http listening", {{"listen", s.config.http_listen}, {"port", s.server->port()}});
     for (int i = 0; i < s.config.concurrency; ++i) {
       ++s.running_claimers;
-      asio::co_spawn(s.io, s.claimer(*s.http, i), asio::detached);
+      asio::co_spawn(s.io, s.claimer(s.io, *s.http, i), asio::detached);
     }
   }
+  const int threads = s.config.claimer_threads();
+  for (int t = 1; t < threads; ++t) s.extra_ios.push_back(std::make_unique<asio::io_context>(1));
+  auto context_of = [&s, threads](int claimer) -> asio::io_context& {
+    const int t = claimer % threads;
+    return t == 0 ? s.io : *s.extra_ios[static_cast<std::size_t>(t - 1)];
+  };
   for (int i = 0; i < s.config.concurrency; ++i) {
     ++s.running_claimers;
-    asio::co_spawn(s.io, s.claimer(*s.source, i), [](std::exception_ptr e) {
+    auto& ctx = context_of(i);
+    asio::co_spawn(ctx, s.claimer(ctx, *s.source, i), [](std::exception_ptr e) {
       if (e) std::rethrow_exception(e);
     });
   }
-  s.io.run();
+  std::exception_ptr thread_failure;
+  std::mutex thread_failure_mutex;
+  {
+    std::vector<std::jthread> claimer_threads;
+    for (auto& ctx : s.extra_ios)
+      claimer_threads.emplace_back([&s, &ctx, &thread_failure, &thread_failure_mutex] {
+        try {
+          ctx->run();
+        } catch (...) {
+          const std::lock_guard lock{thread_failure_mutex};
+          if (!thread_failure) thread_failure = std::current_exception();
+          s.stop_all_contexts();
+        }
+      });
+    s.io.run();
+    // The main context ends when every claimer has (or on the grace
+    // deadline); the others are stopped with it.
+    s.stop_all_contexts();
+  }
+  if (thread_failure) std::rethrow_exception(thread_failure);
   if (s.server) s.server->stop();
   s.source->close();
   if (s.dispatcher) s.dispatcher->stop();

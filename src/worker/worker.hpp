@@ -22,6 +22,13 @@
 // `concurrency` further claimers (their own connections), so an HTTP claim
 // never waits behind a queue batch. With --notify, an outbox_dispatcher
 // thread delivers the notifications the claims wrote.
+//
+// Threads: the pg source's claimers share nothing but the database, so they
+// are spread over claimer_threads() io_contexts, one thread each (claimer i
+// on context i mod T; context 0 is the main thread's, which also serves
+// signals, HTTP and every other source). A client that answers its
+// connections from one thread keeps Postgres waiting on a busy machine;
+// pgbench, our ceiling, runs a thread per client too.
 #include <memory>
 
 #include "common/metrics.hpp"

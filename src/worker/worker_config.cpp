@@ -1,5 +1,8 @@
 #include "worker/worker_config.hpp"
 
+#include <algorithm>
+#include <thread>
+
 #include <fmt/format.h>
 
 #include "claim/claim_request.hpp"
@@ -25,6 +28,10 @@ void worker_config::validate() const {
     if (auto p = campaign_name_problem(campaign)) fail(fmt::format("--campaign: {}", *p));
   if (concurrency < 1 || concurrency > k_max_concurrency)
     fail(fmt::format("--concurrency must be 1..{}, got {}", k_max_concurrency, concurrency));
+  if (threads < 0 || threads > k_max_threads)
+    fail(fmt::format("--threads must be 0 (one per CPU) .. {}, got {}", k_max_threads, threads));
+  if (threads > 1 && source != source_kind::pg)
+    fail(fmt::format("--threads {}: only --source pg runs its claimers on several threads", threads));
   if (batch < 1 || batch > k_max_batch) fail(fmt::format("--batch must be 1..{}, got {}", k_max_batch, batch));
   if (shutdown_grace.count() < 0) fail("--shutdown-grace-ms must not be negative");
   if (source == source_kind::redis) {
@@ -34,6 +41,12 @@ void worker_config::validate() const {
     if (redis.claim_idle.count() < 1) fail("--claim-idle-ms must be at least 1");
     if (redis.max_deliveries < 1) fail(fmt::format("--max-deliveries must be at least 1, got {}", redis.max_deliveries));
   }
+}
+
+int worker_config::claimer_threads() const {
+  if (source != source_kind::pg) return 1;
+  const int wanted = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return std::clamp(wanted, 1, concurrency);
 }
 
 }  // namespace voucherd

@@ -34,6 +34,7 @@ struct redis_source_config {
 struct worker_config {
   static constexpr int k_default_concurrency = 4;
   static constexpr int k_max_concurrency = 256;
+  static constexpr int k_max_threads = 64;
   static constexpr std::size_t k_default_batch = 1;
   static constexpr std::size_t k_max_batch = 1000;
   // SIGTERM: in-flight transactions get this long to commit or roll back.
@@ -49,6 +50,9 @@ struct worker_config {
   std::string campaign;      // for messages that name none; may be empty
   std::string database_url;  // "" = libpq's PG* variables
   int concurrency = k_default_concurrency;  // claimers = database connections
+  // Threads the pg source's claimers run on; 0 = one per CPU, at most one per
+  // claimer. Every other source runs on one thread.
+  int threads = 0;
   std::size_t batch = k_default_batch;      // messages per transaction
   std::string http_listen;   // "127.0.0.1:PORT"; empty = no HTTP
   std::string notify;        // "log" | "webhook:URL" | "redis"; empty = no dispatcher
@@ -58,6 +62,9 @@ struct worker_config {
 
   // Throws voucherd_error(usage) naming the option and the allowed values.
   void validate() const;
+  // The number of claimer threads this configuration runs: `threads`, or the
+  // default it stands for.
+  int claimer_threads() const;
 };
 
 }  // namespace voucherd
