@@ -8,6 +8,10 @@ PG_OS_USER=${PG_OS_USER:-voucherd-pg}
 
 say() { printf '%s\n' "$*" >&2; }
 
+# The cluster this shell started, if any: pg_stop only ever stops that one,
+# whatever PG_DIR the environment may hold.
+pg_owned_dir=
+
 # Debian packages the build, the tests and the servers need.
 VOUCHERD_PACKAGES=(
   build-essential cmake ninja-build pkg-config
@@ -61,13 +65,15 @@ pg_start() {
   for s in "$@"; do opts+=" -c $s"; done
   runuser -u "$PG_OS_USER" -- "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -o "$opts" -w start >/dev/null
   PG_ADMIN_URL="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
+  pg_owned_dir=$PG_DIR
   trap pg_stop EXIT
   say "postgres running on 127.0.0.1:$PG_PORT (data in $PG_DIR)"
 }
 
 pg_stop() {
-  if [ -n "${PG_DIR:-}" ] && [ -d "$PG_DIR/data" ]; then
-    runuser -u "$PG_OS_USER" -- "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
-    rm -rf "$PG_DIR"
+  if [ -n "$pg_owned_dir" ] && [ -d "$pg_owned_dir/data" ]; then
+    runuser -u "$PG_OS_USER" -- "$PG_BIN/pg_ctl" -D "$pg_owned_dir/data" -m fast -w stop >/dev/null 2>&1 || true
+    rm -rf "$pg_owned_dir"
   fi
+  pg_owned_dir=
 }

@@ -178,12 +178,19 @@ int run_story(const args& a) {
                   "the first free voucher, work {} ms, then write it (redlock-delay: under a Redlock on that "
                   "voucher's id, released {} ms after the write)", work_ms, delay_ms));
   std::vector<std::unique_ptr<redis_server>> own_redis;
+  std::vector<std::string> strategies{"naive", "redlock-delay"};
   if (nodes.empty()) {
-    own_redis = start_redis_servers(k_own_redis_nodes);
-    nodes = endpoints_of(own_redis);
+    try {
+      own_redis = start_redis_servers(k_own_redis_nodes);
+      nodes = endpoints_of(own_redis);
+    } catch (const voucherd_error& e) {
+      // A machine without redis-server (the runtime image) still gets naive.
+      say(fmt::format("redlock-delay left out: {} (install redis-server or pass --redis-nodes)", e.what()));
+      strategies.pop_back();
+    }
   }
   const auto exe = self_executable();
-  for (const std::string strategy : {"naive", "redlock-delay"}) {
+  for (const auto& strategy : strategies) {
     bench::bench_config c;
     c.strategy = strategy;
     c.pods = 2;
@@ -199,7 +206,8 @@ int run_story(const args& a) {
   }
 
   print_table(rows);
-  for (const std::string strategy : {"skip-locked", "naive", "redlock-delay"}) say(verdict(rows, strategy));
+  say(verdict(rows, "skip-locked"));
+  for (const auto& strategy : strategies) say(verdict(rows, strategy));
   return k_exit_ok;
 }
 
