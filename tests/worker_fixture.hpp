@@ -113,7 +113,8 @@ class queue_under_test {
   queue_under_test(std::string kind, const std::string& campaign, int codes)
       : kind_{std::move(kind)}, campaign_{campaign} {
     db_.make_campaign(campaign, codes);
-    if (kind_ == "redis") redis_ = std::make_unique<redis_server>();
+    // A queue's Redis keeps its data across a restart (append-only file).
+    if (kind_ == "redis") redis_ = std::make_unique<redis_server>(redis_server::persistence::append_only);
   }
 
   const std::string& kind() const { return kind_; }

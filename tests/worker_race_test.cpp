@@ -1,6 +1,7 @@
 // The worker under faults and load (slow): thousands of messages, several
 // worker processes, one killed with SIGKILL and restarted, Postgres restarted
-// mid-run, SIGTERM under load. Afterwards every message has exactly one
+// mid-run (and, for the Redis stream, Redis restarted with its data),
+// SIGTERM under load. Afterwards every message has exactly one
 // outcome and I1-I3 hold, audited by SQL.
 #include <doctest/doctest.h>
 
@@ -79,6 +80,22 @@ std::string run_with_faults(queue_under_test& q, private_postgres& pg, std::size
   const auto at_restart = q.answered();
   CHECK_MESSAGE(at_restart < static_cast<std::int64_t>(total), "the restart came mid-run: " << at_restart);
 
+  if (q.kind() == "redis") {
+    // The queue's own server goes away and comes back with its data: the
+    // stream, the group and every consumer's pending entries.
+    const auto three_quarters = static_cast<std::int64_t>(total * 3 / 4);
+    CHECK_MESSAGE(wait_until([&] {
+      try {
+        return q.answered() >= three_quarters;
+      } catch (const std::exception&) {
+        return false;  // Postgres may still be coming back
+      }
+    }, std::chrono::seconds{300}), "three quarters answered before the Redis restart");
+    q.redis()->stop();
+    std::this_thread::sleep_for(std::chrono::seconds{2});  // long enough for every worker to need it
+    q.redis()->restart();
+    CHECK_MESSAGE(q.answered() < static_cast<std::int64_t>(total), "the Redis restart came mid-run");
+  }
   const bool all = wait_until([&] {
     try {
       return q.answered() >= static_cast<std::int64_t>(total);
@@ -129,7 +146,7 @@ TEST_CASE("pg queue: 20,000 users, 3 workers, one SIGKILLed and restarted, Postg
   check_audit(q);
 }
 
-TEST_CASE("redis stream: 20,000 users with duplicate deliveries, a SIGKILLed consumer's pending messages taken over") {
+TEST_CASE("redis stream: 20,000 users with duplicate deliveries, a SIGKILLed consumer's pending messages taken over, Postgres and Redis restarted") {
   private_postgres pg;
   queue_under_test q{"redis", k_campaign, k_users + 5000};
   int bad = 0;
@@ -151,6 +168,7 @@ TEST_CASE("redis stream: 20,000 users with duplicate deliveries, a SIGKILLed con
                 "each bad message rejected");
   CHECK_MESSAGE(q.db().count("SELECT count(*) FROM voucher_item WHERE user_id IS NOT NULL") == k_users, "20,000 claims");
   CHECK_MESSAGE(q.db().count("SELECT count(*) FROM dead_letter") == bad, "each bad message dead-lettered once");
+  CHECK_MESSAGE(logs.find("redis unavailable") != std::string::npos, "the workers noticed the Redis restart and said so");
   CHECK_MESSAGE(redis_int(*q.redis(), {"XPENDING", queue_under_test::k_stream, "voucherd"}) == 0,
                 "every entry acknowledged, the killed consumer's included");
   CHECK_MESSAGE(redis_int(*q.redis(), {"XLEN", std::string{queue_under_test::k_stream} + ":dead"}) == bad,

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
@@ -39,9 +40,22 @@ int free_local_port() {
   return ntohs(addr.sin_port);
 }
 
-redis_server::redis_server() { start(free_local_port()); }
+redis_server::redis_server(persistence mode) {
+  if (mode == persistence::append_only) {
+    char dir[] = "/tmp/voucherd-redis.XXXXXX";
+    if (!mkdtemp(dir)) throw voucherd_error{failure_kind::internal, "cannot create a redis data directory"};
+    dir_ = dir;
+  }
+  start(free_local_port());
+}
 
-redis_server::~redis_server() { stop(); }
+redis_server::~redis_server() {
+  stop();
+  if (!dir_.empty()) {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+}
 
 void redis_server::restart() {
   stop();
@@ -51,7 +65,9 @@ void redis_server::restart() {
 void redis_server::start(int port) {
   endpoint_ = {"127.0.0.1", port};
   std::vector<std::string> argv{"redis-server", "--port", std::to_string(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"};
+                                "--daemonize", "no", "--loglevel", "warning"};
+  if (dir_.empty()) argv.insert(argv.end(), {"--appendonly", "no"});
+  else argv.insert(argv.end(), {"--appendonly", "yes", "--appendfsync", "everysec", "--dir", dir_});
   std::vector<char*> raw;
   for (auto& a : argv) raw.push_back(a.data());
   raw.push_back(nullptr);

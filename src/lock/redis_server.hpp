@@ -1,7 +1,8 @@
 #pragma once
 // A throwaway redis-server process on a free loopback port, for the race lab
-// and the Redlock tests: no persistence, stopped (SIGTERM, then reaped) when
-// the object goes away. Only ever signals the process it started itself.
+// and the Redlock tests: no persistence unless asked for, stopped (SIGTERM,
+// then reaped) when the object goes away. Only ever signals the process it
+// started itself.
 #include <sys/types.h>
 
 #include <chrono>
@@ -16,9 +17,15 @@ inline constexpr std::chrono::seconds k_redis_start_timeout{10};
 
 class redis_server {
  public:
+  enum class persistence { none, append_only };
+
   // Starts `redis-server` (found on PATH) and returns once it answers PING.
   // Throws voucherd_error(internal) if it cannot be started in time.
-  redis_server();
+  // append_only: an append-only file (fsynced every second, and on a clean
+  // shutdown) in a private directory that restart() reuses, so the data
+  // outlives a stop() + restart() (a queue's Redis); the directory is removed
+  // with the object.
+  explicit redis_server(persistence mode = persistence::none);
   ~redis_server();
   redis_server(const redis_server&) = delete;
   redis_server& operator=(const redis_server&) = delete;
@@ -30,7 +37,7 @@ class redis_server {
   void kill_now();
   // SIGTERM and reap; a no-op when already stopped.
   void stop();
-  // Starts a stopped or killed server again on the same port (empty: no
+  // Starts a stopped or killed server again on the same port (empty without
   // persistence), as a node that comes back after a crash.
   void restart();
 
@@ -39,6 +46,7 @@ class redis_server {
 
   redis_endpoint endpoint_;
   pid_t pid_ = -1;
+  std::string dir_;  // the append-only file's directory; empty without persistence
 };
 
 // A free TCP port on 127.0.0.1 (bind to port 0, read it back, close).

@@ -19,6 +19,14 @@ constexpr int k_block_ms = 50;
 constexpr int k_autoclaim_count = 100;
 
 bool is_error(const redis_reply& r) { return r && r->type == REDIS_REPLY_ERROR; }
+
+// KEYS: stream, dead-letter stream; ARGV: group, entry id, reason, body.
+constexpr const char* k_ack_and_dead_letter_script = R"(
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'reason', ARGV[3], 'body', ARGV[4])
+  return 1
+end
+return 0)";
 std::string text_of(const redisReply* r) { return r && r->str ? std::string(r->str, r->len) : std::string{}; }
 
 // One stream entry ([id, [field, value, ...]]) as a delivery; the message is
@@ -139,19 +147,29 @@ bool redis_source::flush_acks(redis_node& node) {
     batch.swap(acks_);
   }
   if (batch.empty()) return true;
-  std::size_t done = 0;
-  for (; done < batch.size(); ++done) {
-    const auto& a = batch[done];
-    if (!a.dead_lettered) continue;
-    auto r = node.command({"XADD", config_.dead_letter_stream, "*", "id", a.id, "reason", a.reason, "body", a.body});
-    if (!r) break;
-    batch[done].dead_lettered = false;  // written; do not write it twice on a retry
+  // A rejected entry is acknowledged and copied to the dead-letter stream in
+  // one script, the copy only if this call is the one that removed it from
+  // the pending list: exactly one copy, whichever consumer acks it (another
+  // may have taken it over) and however often a lost reply makes us retry.
+  // An error reply (LOADING while a restarted server reads its data) is a
+  // failure like a lost connection.
+  bool ok = true;
+  std::vector<std::string> plain{"XACK", config_.stream, config_.group};
+  for (auto& a : batch) {
+    if (!a.rejected) {
+      plain.push_back(a.id);
+      continue;
+    }
+    auto r = node.command({"EVAL", k_ack_and_dead_letter_script, "2", config_.stream, config_.dead_letter_stream,
+                           config_.group, a.id, a.reason, a.body});
+    if (!r || is_error(r)) {
+      ok = false;
+      break;
+    }
+    a.rejected = false;  // acknowledged (and copied, if ours): a retry only acks it
   }
-  bool ok = done == batch.size();
-  if (ok) {
-    std::vector<std::string> argv{"XACK", config_.stream, config_.group};
-    for (const auto& a : batch) argv.push_back(a.id);
-    auto r = node.command(argv);
+  if (ok && plain.size() > 3) {
+    auto r = node.command(plain);
     ok = r && !is_error(r);
   }
   std::lock_guard lock{mutex_};
@@ -255,7 +273,7 @@ void redis_source::committed(std::vector<delivery>& batch, const std::vector<cla
   {
     std::lock_guard lock{mutex_};
     for (std::size_t i = 0; i < batch.size(); ++i)
-      acks_.push_back({batch[i].id, batch[i].dead_lettered, outcomes[i].reason,
+      acks_.push_back({batch[i].id, outcomes[i].status == claim_status::rejected, outcomes[i].reason,
                        batch[i].body.substr(0, k_dead_letter_body_bytes)});
   }
   wake_.notify_all();

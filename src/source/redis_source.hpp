@@ -11,8 +11,10 @@
 //    have been pending on any consumer for claim_idle (their consumer died),
 //    except the ones this process still holds. An entry handed out more than
 //    max_deliveries times is not claimed again but dead-lettered;
-//  - acknowledges committed entries: XADD to the dead-letter stream for the
-//    ones dead-lettered now, then XACK.
+//  - acknowledges committed entries: XACK; a rejected one by a script that
+//    acks it and, only if that removed it from the pending list, XADDs it to
+//    the dead-letter stream, so the stream gets exactly one copy whichever
+//    consumer acks it and however often a lost reply is retried.
 // The claim records each entry's outcome in message_outcome under its stream
 // id, in the claim transaction (claim_one's message id; rejected ones through
 // redis_record_rejected, which also writes dead_letter). XACK comes only after
@@ -59,7 +61,7 @@ class redis_source final : public message_source {
  private:
   struct ack {
     std::string id;
-    bool dead_lettered = false;
+    bool rejected = false;  // copied to the dead-letter stream by whoever acks it
     std::string reason;
     std::string body;
   };
