@@ -104,7 +104,7 @@ int run_worker(const args& a) {
       ("shutdown-grace-ms", po::value(&grace_ms)->default_value(grace_ms),
        "on SIGTERM, how long in-flight transactions may take before they are abandoned (rolled back)");
   po::variables_map vm;
-  if (!parse(a, "voucherd worker --source stdin|pg|redis [--campaign NAME] [--concurrency N] [--batch B] "
+  if (!parse(a, "voucherd worker --source stdin|pg|redis [--campaign NAME] [--concurrency N] [--threads T] [--batch B] "
                 "[--http 127.0.0.1:PORT] [--notify log|webhook:URL|redis] [--redis-url URL]",
              desc, {}, vm))
     return k_exit_ok;
