@@ -13,7 +13,6 @@
 #include <fstream>
 #include <map>
 #include <set>
-#include <sstream>
 #include <thread>
 
 #include <boost/json/parse.hpp>
@@ -262,10 +261,7 @@ bench_report run_bench(const bench_config& c, const std::string& self_exe) {
   if (c.codes.empty()) {
     generate_codes(db.conn(), campaign, c.vouchers, k_bench_code_length);
   } else {
-    std::string lines;
-    for (const auto& code : c.codes) lines += code + '\n';
-    std::istringstream in{lines};
-    import_codes(db.conn(), campaign, in);
+    import_codes(db.conn(), campaign, c.codes);
   }
   report.campaign = campaign;
 

@@ -14,7 +14,6 @@
 
 #include <chrono>
 #include <memory>
-#include <sstream>
 #include <thread>
 
 #include <fmt/format.h>
@@ -106,8 +105,7 @@ std::string story_through_daemon(db_session& db, const std::string& url) {
                          std::chrono::system_clock::now().time_since_epoch()).count();
   const std::string campaign = fmt::format("signup-{}", stamp);
   create_campaign(db.conn(), {campaign, "", ""});
-  std::istringstream codes{k_story_codes[0] + "\n" + k_story_codes[1] + "\n"};
-  import_codes(db.conn(), campaign, codes);
+  import_codes(db.conn(), campaign, k_story_codes);
   say(fmt::format("campaign {} has codes {} and {}; employees 1 and 2 are imported at the same moment: two "
                   "messages on the Postgres queue, two worker daemons, notifications through the log sink "
                   "(on stderr)", campaign, k_story_codes[0], k_story_codes[1]));

@@ -1,5 +1,6 @@
 #include "pool/code_import.hpp"
 
+#include <sstream>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -178,6 +179,13 @@ std::int64_t generate_codes(pqxx::connection& conn, const std::string& campaign,
   const auto added = commit_stage(txn, campaign_id);
   txn.commit();
   return added;
+}
+
+import_report import_codes(pqxx::connection& conn, const std::string& campaign, const std::vector<std::string>& codes) {
+  std::string lines;
+  for (const auto& code : codes) lines += code + '\n';
+  std::istringstream in{lines};
+  return import_codes(conn, campaign, in);
 }
 
 }  // namespace voucherd

@@ -43,6 +43,8 @@ std::optional<std::string> code_problem(std::string_view code);
 
 import_report import_codes(pqxx::connection& conn, const std::string& campaign, std::istream& in,
                            const progress_fn& progress = {});
+// The same for codes already in memory (one per element, in id order).
+import_report import_codes(pqxx::connection& conn, const std::string& campaign, const std::vector<std::string>& codes);
 
 // Adds `count` new random codes (see code_generator.hpp) to a campaign, in one
 // transaction; a generated code that collides with an existing one is

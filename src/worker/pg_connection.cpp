@@ -139,6 +139,17 @@ void pg_connection::defer(const sql_statement& statement, std::vector<pg_param> 
   deferred_.push_back({&statement, std::move(params), true});
 }
 
+void pg_connection::defer_simple(const sql_statement& statement) { deferred_.push_back({&statement, {}, false}); }
+
+bool pg_connection::send(const queued& q) {
+  if (!q.prepared) return PQsendQueryParams(conn_, q.statement->text_str().c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0);
+  std::vector<const char*> values;
+  values.reserve(q.params.size());
+  for (const auto& p : q.params) values.push_back(p ? p->c_str() : nullptr);
+  return PQsendQueryPrepared(conn_, q.statement->name_str().c_str(), static_cast<int>(values.size()), values.data(),
+                             nullptr, nullptr, 0);
+}
+
 asio::awaitable<void> pg_connection::rollback() {
   deferred_.clear();
   if (!is_open() || PQtransactionStatus(conn_) == PQTRANS_IDLE) co_return;
@@ -149,23 +160,12 @@ asio::awaitable<pg_rows> pg_connection::run_pipeline(queued last) {
   auto items = std::move(deferred_);
   deferred_.clear();
   items.push_back(std::move(last));
-  for (auto& item : items) {
-    // BEGIN and COMMIT run unnamed; every other statement prepared.
-    if (item.statement == &sql::worker_begin || item.statement == &sql::worker_commit) item.prepared = false;
+  for (const auto& item : items)
     if (item.prepared) co_await prepare(*item.statement);
-  }
   const auto& name = items.back().statement->name;
   if (PQenterPipelineMode(conn_) != 1) throw lost(name, "cannot enter pipeline mode");
-  for (const auto& item : items) {
-    std::vector<const char*> values;
-    for (const auto& p : item.params) values.push_back(p ? p->c_str() : nullptr);
-    const int ok = item.prepared
-                       ? PQsendQueryPrepared(conn_, item.statement->name_str().c_str(), static_cast<int>(values.size()),
-                                             values.data(), nullptr, nullptr, 0)
-                       : PQsendQueryParams(conn_, item.statement->text_str().c_str(), 0, nullptr, nullptr, nullptr,
-                                           nullptr, 0);
-    if (!ok) throw lost(item.statement->name);
-  }
+  for (const auto& item : items)
+    if (!send(item)) throw lost(item.statement->name);
   if (PQpipelineSync(conn_) != 1) throw lost(name);
   co_await flush(name);
   // Results come per statement, each list ended by a null; then the sync.
@@ -210,12 +210,8 @@ asio::awaitable<pg_rows> pg_connection::exec(const sql_statement& statement, std
     co_return co_await run_pipeline(std::move(last));
   }
   co_await prepare(statement);
-  std::vector<const char*> values;
-  values.reserve(params.size());
-  for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
-  if (!PQsendQueryPrepared(conn_, statement.name_str().c_str(), static_cast<int>(values.size()), values.data(),
-                           nullptr, nullptr, 0))
-    throw lost(statement.name);
+  const queued one{&statement, std::move(params), true};
+  if (!send(one)) throw lost(statement.name);
   co_return co_await finish(statement.name);
 }
 

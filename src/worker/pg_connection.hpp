@@ -14,10 +14,10 @@
 //    false and connect() must be called again;
 //  - exec_simple() runs a parameterless catalog statement through the simple
 //    query protocol (BEGIN, COMMIT, ROLLBACK, LISTEN);
-//  - defer() queues a statement whose rows nobody reads (BEGIN, a mark-done
-//    UPDATE): it goes out with the next exec()/exec_simple(), all in one
-//    round trip (libpq pipeline mode), and its error is thrown there, naming
-//    it. A claimer's transaction thus costs three round trips, not five:
+//  - defer() queues a statement whose rows nobody reads (a mark-done
+//    UPDATE), defer_simple() a parameterless one (BEGIN): it goes out with
+//    the next exec()/exec_simple(), all in one round trip (libpq pipeline
+//    mode), and its error is thrown there, naming it. A claimer's transaction thus costs three round trips, not five:
 //    BEGIN+take, claim, mark-done+COMMIT;
 //  - rollback() drops what is deferred and ends an open transaction; with
 //    none open on the server (its BEGIN was never sent) it sends nothing;
@@ -105,6 +105,7 @@ class pg_connection {
   asio::awaitable<pg_rows> exec(const sql_statement& statement, std::vector<pg_param> params = {});
   asio::awaitable<void> exec_simple(const sql_statement& statement);
   void defer(const sql_statement& statement, std::vector<pg_param> params = {});
+  void defer_simple(const sql_statement& statement);
   asio::awaitable<void> rollback();
 
   // True when a NOTIFY arrived since the last call (drains libpq's queue).
@@ -121,6 +122,8 @@ class pg_connection {
     bool prepared;
   };
   asio::awaitable<void> prepare(const sql_statement& statement);
+  // Sends one statement (the prepared one must exist); false if libpq refused.
+  bool send(const queued& q);
   asio::awaitable<pg_rows> run_pipeline(queued last);
   asio::awaitable<pg_rows> finish(std::string_view statement);
   // Sends what libpq buffered; waits for the socket as needed.

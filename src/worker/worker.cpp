@@ -209,7 +209,7 @@ asio::awaitable<void> worker::impl::advance_marks(pg_connection& conn,
     // The mark is an optimisation and the claims have committed: a failure
     // here only ends this transaction; a lost connection is the caller's.
     bool failed = false;
-    conn.defer(sql::worker_begin);
+    conn.defer_simple(sql::worker_begin);
     try {
       std::vector<pg_param> params{std::to_string(p.campaign_id)};
       const auto locked = co_await conn.exec(sql::lock_campaign_nowait, params);
@@ -256,7 +256,7 @@ asio::awaitable<void> worker::impl::claimer(asio::io_context& ctx, message_sourc
     try {
       // BEGIN goes out with the take (or, for sources that take from memory,
       // with the first claim): one round trip.
-      conn.defer(sql::worker_begin);
+      conn.defer_simple(sql::worker_begin);
       in_transaction = true;
       const auto started = clock_type::now();
       batch = co_await src.take(conn, config.batch);
