@@ -84,13 +84,13 @@ inline int spawn_with_input(const std::vector<std::string>& args, const std::str
   posix_spawn_file_actions_addopen(&fa, 0, input_path.c_str(), O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&fa, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_addopen(&fa, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  std::vector<std::string> argv_s{VOUCHERD_BIN};
+  std::vector<std::string> argv_s{voucherd_bin()};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& s : argv_s) argv.push_back(s.data());
   argv.push_back(nullptr);
   pid_t pid = 0;
-  const int rc = posix_spawn(&pid, VOUCHERD_BIN, &fa, nullptr, argv.data(), environ);
+  const int rc = posix_spawn(&pid, voucherd_bin(), &fa, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) throw std::runtime_error("posix_spawn failed");
   return pid;

@@ -90,6 +90,11 @@ void test_database::make_campaign(const std::string& campaign, int codes) const 
   if (r.exit_code != 0) throw std::runtime_error("import failed: " + r.err + r.out);
 }
 
+const char* voucherd_bin() {
+  const char* over = std::getenv("VOUCHERD_TEST_BIN");
+  return over && *over ? over : VOUCHERD_BIN;
+}
+
 namespace {
 
 std::vector<std::string> build_env(const std::map<std::string, std::string>& extra) {
@@ -105,7 +110,7 @@ std::vector<std::string> build_env(const std::map<std::string, std::string>& ext
 
 int spawn_with(const std::vector<std::string>& args, posix_spawn_file_actions_t* fa,
                const std::map<std::string, std::string>& env_extra) {
-  std::vector<std::string> argv_s{VOUCHERD_BIN};
+  std::vector<std::string> argv_s{voucherd_bin()};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& s : argv_s) argv.push_back(s.data());
@@ -115,7 +120,7 @@ int spawn_with(const std::vector<std::string>& args, posix_spawn_file_actions_t*
   for (auto& s : env_s) envp.push_back(s.data());
   envp.push_back(nullptr);
   pid_t pid = 0;
-  if (posix_spawn(&pid, VOUCHERD_BIN, fa, nullptr, argv.data(), envp.data()) != 0)
+  if (posix_spawn(&pid, voucherd_bin(), fa, nullptr, argv.data(), envp.data()) != 0)
     throw std::runtime_error("posix_spawn failed");
   return pid;
 }

@@ -15,6 +15,10 @@ namespace voucherd::test {
 // postgresql://postgres@127.0.0.1:PORT/postgres, from the environment.
 std::string admin_url();
 
+// The voucherd binary under test: $VOUCHERD_TEST_BIN when set (to run the
+// same tests against another build, e.g. an older commit's), else this build's.
+const char* voucherd_bin();
+
 // A database created for one test (named vd_<random>), migrated unless told
 // otherwise, dropped (with its connections) when the object dies.
 class test_database {
