@@ -2,6 +2,7 @@
 --   $1 = campaign name
 --   $2 = user ids, separated by newlines (user ids never contain control characters)
 --   $3 = message ids in the same order, newline-separated ('' for none)
+--   $4 = whether sold_out answers are final (boolean), as in claim_one
 -- The same atomic SKIP LOCKED claim as claim_one, for up to a batch of users
 -- at once: the users without a voucher are numbered in input order, as many
 -- free vouchers are locked (skipping rows other claimers hold), and the two
@@ -77,7 +78,7 @@ WITH camp AS MATERIALIZED (
     INSERT INTO message_outcome (message_id, campaign, user_id, status, voucher_id)
     SELECT r.message_id, $1, r.user_id, r.status, r.voucher_id
       FROM result r
-     WHERE r.message_id IS NOT NULL AND r.status <> 'inactive'
+     WHERE r.message_id IS NOT NULL AND r.status <> 'inactive' AND (r.status <> 'sold_out' OR $4::boolean)
     ON CONFLICT (message_id) DO NOTHING
 )
 SELECT ord, user_id, status, voucher_id, code, campaign_id, free_from

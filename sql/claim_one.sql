@@ -1,11 +1,15 @@
 -- claim_one: give one user one free voucher of a campaign, in one statement.
 --   $1 = campaign name   $2 = user id   $3 = message id ('' when none)
+--   $4 = whether a sold_out answer is final (boolean): only a final one is
+--        recorded in message_outcome (see claim_wait_free.sql)
 -- The claim is the atomic UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP
 -- LOCKED): concurrent claimers skip each other's locked rows instead of
 -- waiting, and Postgres alone serialises ownership. A user who already owns a
 -- voucher of the campaign gets it back (redelivery is idempotent); if two
 -- deliveries for one user race, voucher_item_owner_key rejects the second and
--- the caller retries, which then finds the first one's code. The notification
+-- the caller retries, which then finds the first one's code. SKIP LOCKED also
+-- skips free vouchers whose holder may yet roll back, so a sold_out from here
+-- is only a suspicion until claim_wait_free has waited for those holders. The notification
 -- is written to the outbox by the same statement, so it commits with the claim.
 -- Returns no row for an unknown campaign, else one row:
 --   status ('claimed' | 'already_claimed' | 'sold_out' | 'inactive'),
@@ -53,7 +57,7 @@ WITH camp AS MATERIALIZED (
     INSERT INTO message_outcome (message_id, campaign, user_id, status, voucher_id)
     SELECT $3, $1, $2, result.status, result.voucher_id
       FROM result
-     WHERE $3 <> '' AND result.status <> 'inactive'
+     WHERE $3 <> '' AND result.status <> 'inactive' AND (result.status <> 'sold_out' OR $4::boolean)
     ON CONFLICT (message_id) DO NOTHING
 )
 SELECT status, voucher_id, code, campaign_id, free_from FROM result;

@@ -5,9 +5,10 @@
 -- waiting; the row lock lasts until the transaction that also claims and
 -- marks them done commits, or is dropped with it on a crash, when the
 -- message becomes pending again (exactly-once effect). lag_s feeds the
--- queue-lag metric.
+-- queue-lag metric; attempts counts its tries alone (queue_count_attempt).
 SELECT id, body,
-       extract(epoch FROM clock_timestamp() - enqueued_at)::float8 AS lag_s
+       extract(epoch FROM clock_timestamp() - enqueued_at)::float8 AS lag_s,
+       attempts
   FROM message_queue
  WHERE done_at IS NULL
  ORDER BY id

@@ -6,7 +6,8 @@
 #include <boost/json.hpp>
 #include <fmt/format.h>
 
-#include "claim/claim_engine.hpp"
+#include "claim/claim_core.hpp"
+#include "db/session.hpp"
 #include "sql_catalog.hpp"
 #include "support/test_db.hpp"
 
@@ -20,7 +21,7 @@ namespace {
 long claim_buffers(pqxx::connection& conn, const std::string& campaign, const std::string& user) {
   pqxx::work txn{conn};
   const auto plan_text = txn.exec_params("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql::claim_one.text_str(),
-                                         campaign, user, std::string{})[0][0]
+                                         campaign, user, std::string{}, false)[0][0]
                              .as<std::string>();
   txn.abort();
   const auto plan = boost::json::parse(plan_text).as_array()[0].as_object().at("Plan").as_object();
@@ -52,7 +53,7 @@ TEST_CASE("after 29,000 claims the next claim still reads a bounded number of bu
   }
 
   db_session session{db.url()};
-  claim_engine engine{session};
+  blocking_claimer engine{db.url(), {}};
   const long fresh = claim_buffers(session.conn(), "drain-a", "probe-0");
   for (int b = 0; b < 29; ++b) {
     std::vector<claim_request> batch;

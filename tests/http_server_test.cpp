@@ -15,7 +15,7 @@
 #include <boost/json.hpp>
 #include <fmt/format.h>
 
-#include "claim/claim_engine.hpp"
+#include "claim/claim_core.hpp"
 #include "common/failure.hpp"
 #include "common/metrics.hpp"
 #include "http/http_server.hpp"
@@ -32,7 +32,7 @@ using tcp = asio::ip::tcp;
 namespace {
 
 // The test's claim path, standing in for the worker's: parse the message,
-// claim with claim_engine on a real connection, record the metrics.
+// claim with blocking_claimer on a real connection, record the metrics.
 class claim_service {
  public:
   claim_service(std::string database_url, metrics& registry)
@@ -71,9 +71,8 @@ class claim_service {
       return reply;
     }
     try {
-      if (!db_) db_ = std::make_unique<db_session>(url_);
-      claim_engine engine{*db_};
-      reply.outcome = engine.claim(request);
+      if (!db_) db_ = std::make_unique<blocking_claimer>(url_, pg_deadlines{});
+      reply.outcome = db_->claim(request);
     } catch (const std::exception& e) {
       db_.reset();
       reply.failure = classify(e);
@@ -84,7 +83,7 @@ class claim_service {
 
   std::string url_;
   metrics& metrics_;
-  std::unique_ptr<db_session> db_;
+  std::unique_ptr<blocking_claimer> db_;
 };
 
 // A server on 127.0.0.1:0 with its io_context running on one thread.

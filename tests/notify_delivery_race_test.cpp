@@ -14,7 +14,7 @@
 
 #include <fmt/format.h>
 
-#include "claim/claim_engine.hpp"
+#include "claim/claim_core.hpp"
 #include "common/metrics.hpp"
 #include "notify/outbox_dispatcher.hpp"
 #include "notify_webhook_receiver.hpp"
@@ -33,7 +33,7 @@ constexpr int k_codes = 1500;  // fewer than users: some claims are sold_out, an
 // Claims for its users, reconnecting and retrying when the session is killed
 // (a retried claim is idempotent: it comes back already_claimed).
 void claimer(const std::string& url, int index, std::atomic<int>& retries) {
-  std::unique_ptr<db_session> session;
+  std::unique_ptr<blocking_claimer> session;
   for (int i = 0; i < k_users_per_claimer; ++i) {
     const claim_request request{"signup", fmt::format("u{}-{}", index, i), {}};
     for (int attempt = 0;; ++attempt) {
@@ -42,9 +42,8 @@ void claimer(const std::string& url, int index, std::atomic<int>& retries) {
         return;
       }
       try {
-        if (!session) session = std::make_unique<db_session>(url);
-        claim_engine engine{*session};
-        engine.claim(request);
+        if (!session) session = std::make_unique<blocking_claimer>(url, pg_deadlines{});
+        session->claim(request);
         break;
       } catch (const std::exception&) {
         session.reset();

@@ -8,7 +8,7 @@
 
 #include <fmt/format.h>
 
-#include "claim/claim_engine.hpp"
+#include "claim/claim_core.hpp"
 #include "common/metrics.hpp"
 #include "lock/redis_server.hpp"
 #include "notify/outbox_dispatcher.hpp"
@@ -21,8 +21,7 @@ using namespace std::chrono_literals;
 namespace {
 
 void claim_users(const test_database& db, int users) {
-  db_session session{db.url()};
-  claim_engine engine{session};
+  blocking_claimer engine{db.url(), {}};
   for (int i = 1; i <= users; ++i) {
     const auto outcome = engine.claim({"signup", fmt::format("user-{}", i), {}});
     REQUIRE_MESSAGE(outcome.status == claim_status::claimed, to_json_line(outcome));

@@ -13,7 +13,7 @@
 #include <boost/json.hpp>
 #include <fmt/format.h>
 
-#include "claim/claim_engine.hpp"
+#include "claim/claim_core.hpp"
 #include "common/failure.hpp"
 #include "common/metrics.hpp"
 #include "notify/outbox_dispatcher.hpp"
@@ -45,8 +45,7 @@ notify_config fast_webhook(const webhook_receiver& receiver, int max_attempts = 
 }
 
 void claim_users(const test_database& db, int users, int first = 1) {
-  db_session session{db.url()};
-  claim_engine engine{session};
+  blocking_claimer engine{db.url(), {}};
   const std::string campaign = "signup";
   for (int i = first; i < first + users; ++i) {
     const auto outcome = engine.claim({campaign, fmt::format("user-{}", i), {}});

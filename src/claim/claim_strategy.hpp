@@ -3,7 +3,7 @@
 // default) is voucherd's atomic claim; the others reproduce the story's
 // lock-based designs, only so that the race lab can compare them side by side.
 //
-//  skip-locked     sql/claim_one.sql via claim_engine                   correct
+//  skip-locked     sql/claim_one.sql via claim_core                     correct
 //  naive           SELECT first free; UPDATE that id                    races
 //  redlock         SELECT first free; Redlock voucher_item:<id>; UPDATE; release
 //                                                                       races (lock taken after the read)
@@ -55,7 +55,7 @@ struct strategy_options {
 class claim_strategy {
  public:
   virtual ~claim_strategy() = default;
-  // Same contract as claim_engine::claim: outcomes are values; bad input is
+  // Same contract as blocking_claimer::claim: outcomes are values; bad input is
   // rejected before the database is touched; infrastructure failures throw.
   virtual claim_outcome claim(const claim_request& request) = 0;
   virtual std::string_view name() const = 0;

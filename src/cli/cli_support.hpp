@@ -8,19 +8,40 @@
 #include <boost/json/object.hpp>
 #include <boost/program_options.hpp>
 
+#include "db/connection_settings.hpp"
+
 namespace voucherd::cli {
 
 namespace po = boost::program_options;
 
 using args = std::vector<std::string>;
 
+// What the options every subcommand takes were given as (-1: not given).
+struct common_flags {
+  std::string database_url;
+  long statement_timeout_ms = -1;
+  long lock_timeout_ms = -1;
+  long idle_in_transaction_timeout_ms = -1;
+  long connect_timeout_ms = -1;
+};
+
+// Which defaults a command's connections get (db/connection_settings.hpp).
+enum class db_profile { claim, maintenance };
+
 struct common_options {
-  std::string database_url;  // resolved: --database-url, else $DATABASE_URL, else "" (libpq's PG* variables)
+  // --database-url, else $DATABASE_URL, else "" (libpq's PG* variables),
+  // merged with the timeouts into one libpq connection string.
+  std::string database_url;
+  connection_settings db;
 };
 
 // Options every subcommand takes; add them to a description with add_common().
-void add_common(po::options_description& desc, std::string& database_url_flag);
-common_options resolve_common(const std::string& database_url_flag);
+void add_common(po::options_description& desc, common_flags& flags);
+// Flags, else VOUCHERD_* environment variables, else the profile's defaults.
+// `command` names the connections (application_name voucherd-<command>).
+// Throws voucherd_error(usage) for a negative timeout or an unreadable URL.
+common_options resolve_common(const common_flags& flags, std::string_view command,
+                              db_profile profile = db_profile::claim);
 
 // Parses `a` against desc (+ positional names, in order). Prints help and
 // returns false on --help. Throws voucherd_error(usage) on a bad call.

@@ -44,7 +44,8 @@ std::vector<int> parse_pod_list(const std::string& text) {
 }  // namespace
 
 int run_bench(const args& a) {
-  std::string url_flag, redis_nodes, pods_text = "2";
+  common_flags url_flag;
+  std::string redis_nodes, pods_text = "2";
   long work_ms = 0, jitter_ms = 0, ttl_ms = 1000, delay_ms = 5, pause_ms = 0;
   bench::bench_config base;
   po::options_description desc{
@@ -76,7 +77,7 @@ int run_bench(const args& a) {
                 "[--lock-ttl-ms T] [--pause-ms X] [--redis-nodes URLS] [--compare] [--json]",
              desc, {}, vm))
     return k_exit_ok;
-  base.database_url = resolve_common(url_flag).database_url;
+  base.database_url = resolve_common(url_flag, "bench").database_url;
   base.work = std::chrono::milliseconds{work_ms};
   base.jitter = std::chrono::milliseconds{jitter_ms};
   base.lock_ttl = std::chrono::milliseconds{ttl_ms};
@@ -141,7 +142,8 @@ int run_bench(const args& a) {
 }
 
 int run_bench_pod(const args& a) {
-  std::string url_flag, redis_nodes;
+  common_flags url_flag;
+  std::string redis_nodes;
   long work_ms = 0, jitter_ms = 0, ttl_ms = 1000, delay_ms = 5;
   bench::pod_config c;
   po::options_description desc{"voucherd bench-pod: one pod of `voucherd bench` (internal)"};
@@ -163,7 +165,7 @@ int run_bench_pod(const args& a) {
   po::variables_map vm;
   if (!parse(a, "voucherd bench-pod (started by voucherd bench)", desc, {}, vm)) return k_exit_ok;
   if (c.pods < 1 || c.pod < 0 || c.pod >= c.pods) throw voucherd_error{failure_kind::usage, "bad --pod/--pods"};
-  c.database_url = resolve_common(url_flag).database_url;
+  c.database_url = resolve_common(url_flag, "bench").database_url;
   c.options.redis_nodes = parse_redis_nodes(redis_nodes);
   c.options.work = std::chrono::milliseconds{work_ms};
   c.options.jitter = std::chrono::milliseconds{jitter_ms};

@@ -5,7 +5,7 @@
 
 #include <fmt/format.h>
 
-#include "claim/claim_engine.hpp"
+#include "claim/claim_core.hpp"
 #include "claim/claim_strategy.hpp"
 #include "cli/commands.hpp"
 #include "common/failure.hpp"
@@ -14,13 +14,14 @@
 namespace voucherd::cli {
 
 int run_claim(const args& a) {
-  std::string url_flag, strategy{k_default_strategy}, redis_nodes;
+  common_flags url_flag;
+  std::string strategy{k_default_strategy}, redis_nodes;
   long release_delay_ms = 5, lock_ttl_ms = 1000;
   claim_request request;
   po::options_description desc{
       "voucherd claim: give one user one voucher and print the outcome.\n"
       "Exit: 0 claimed/already_claimed (ack), 3 sold_out (ack), 64 usage, 65 rejected (dead-letter), "
-      "75 transient (retry later)"};
+      "75 transient: database unreachable, lock wait or statement timed out, retries exhausted (retry later)"};
   add_common(desc, url_flag);
   desc.add_options()
       ("campaign", po::value(&request.campaign)->required(), "campaign name")
@@ -48,16 +49,23 @@ int run_claim(const args& a) {
     print_line(to_json_line(outcome));
     return exit_code_for(outcome);
   }
-  db_session db{resolve_common(url_flag).database_url};
-  const auto claimer = make_strategy(strategy, db, options);
-  const auto outcome = claimer->claim(request);
+  const auto common = resolve_common(url_flag, "claim");
+  claim_outcome outcome;
+  if (strategy == k_default_strategy) {
+    blocking_claimer claimer{common.database_url, pg_deadlines::of(common.db)};
+    outcome = claimer.claim(request);
+  } else {
+    db_session db{common.database_url};
+    outcome = make_strategy(strategy, db, options)->claim(request);
+  }
   print_line(to_json_line(outcome));
   return exit_code_for(outcome);
 }
 
 int run_claim_batch(const args& a) {
-  std::string url_flag, campaign, path;
-  std::size_t batch_size = claim_engine::k_max_batch;
+  common_flags url_flag;
+  std::string campaign, path;
+  std::size_t batch_size = claim_core::k_max_statement_batch;
   po::options_description desc{
       "voucherd claim-batch: claim for every user id in FILE (one per line), a batch per statement; "
       "one outcome line per user, in file order"};
@@ -65,13 +73,14 @@ int run_claim_batch(const args& a) {
   desc.add_options()
       ("campaign", po::value(&campaign)->required(), "campaign name")
       ("file", po::value(&path)->required(), "user id file; - reads stdin")
-      ("batch-size", po::value(&batch_size)->default_value(claim_engine::k_max_batch),
+      ("batch-size", po::value(&batch_size)->default_value(claim_core::k_max_statement_batch),
        "users per statement (1..1000)");
   po::variables_map vm;
   if (!parse(a, "voucherd claim-batch --campaign NAME FILE [--batch-size 1000]", desc, {"file"}, vm))
     return k_exit_ok;
-  if (batch_size < 1 || batch_size > claim_engine::k_max_batch)
-    throw voucherd_error{failure_kind::usage, fmt::format("--batch-size must be 1..{}", claim_engine::k_max_batch)};
+  if (batch_size < 1 || batch_size > claim_core::k_max_statement_batch)
+    throw voucherd_error{failure_kind::usage,
+                         fmt::format("--batch-size must be 1..{}", claim_core::k_max_statement_batch)};
   std::ifstream file;
   if (path != "-") {
     file.open(path, std::ios::binary);
@@ -79,12 +88,12 @@ int run_claim_batch(const args& a) {
   }
   std::istream& in = path == "-" ? std::cin : file;
 
-  db_session db{resolve_common(url_flag).database_url};
-  claim_engine engine{db};
+  const auto common = resolve_common(url_flag, "claim-batch");
+  blocking_claimer claimer{common.database_url, pg_deadlines::of(common.db)};
   std::vector<claim_request> batch;
   std::size_t done = 0;
   auto flush = [&] {
-    for (const auto& outcome : engine.claim_batch(batch)) print_line(to_json_line(outcome));
+    for (const auto& outcome : claimer.claim_batch(batch)) print_line(to_json_line(outcome));
     done += batch.size();
     if (done % 100000 < batch.size()) say(fmt::format("claim-batch: {} users done", done));
     batch.clear();

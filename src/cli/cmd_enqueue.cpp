@@ -84,7 +84,8 @@ class redis_sink {
 }  // namespace
 
 int run_enqueue(const args& a) {
-  std::string url_flag, source, campaign, path;
+  common_flags url_flag;
+  std::string source, campaign, path;
   std::string redis_url = redis_source_config::k_default_url;
   std::string stream = redis_source_config::k_default_stream;
   po::options_description desc{
@@ -110,7 +111,7 @@ int run_enqueue(const args& a) {
 
   std::unique_ptr<pg_sink> pg;
   std::unique_ptr<redis_sink> redis;
-  if (source == "pg") pg = std::make_unique<pg_sink>(resolve_common(url_flag).database_url);
+  if (source == "pg") pg = std::make_unique<pg_sink>(resolve_common(url_flag, "enqueue").database_url);
   else redis = std::make_unique<redis_sink>(redis_url, stream);
 
   std::vector<std::string> chunk;

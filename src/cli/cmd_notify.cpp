@@ -16,7 +16,8 @@ namespace voucherd::cli {
 
 int run_notify(const args& a) {
   using ms = std::chrono::milliseconds;
-  std::string url_flag, notify, redis_url, stream, requeue_campaign;
+  common_flags url_flag;
+  std::string notify, redis_url, stream, requeue_campaign;
   int max_attempts = 0;
   long backoff_ms = 0, backoff_cap_ms = 0, timeout_ms = 0, poll_ms = 0;
   std::size_t batch = 0;
@@ -62,7 +63,7 @@ int run_notify(const args& a) {
   config.validate();
 
   metrics registry;
-  const auto database_url = resolve_common(url_flag).database_url;
+  const auto database_url = resolve_common(url_flag, "notify").database_url;
   if (vm.count("requeue-failed")) {
     db_session db{database_url};
     pqxx::work txn{db.conn()};

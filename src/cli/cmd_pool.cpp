@@ -16,7 +16,8 @@
 namespace voucherd::cli {
 
 int run_migrate(const args& a) {
-  std::string url_flag, dir;
+  common_flags url_flag;
+  std::string dir;
   po::options_description desc{"voucherd migrate: apply pending migrations (a no-op when up to date)"};
   add_common(desc, url_flag);
   desc.add_options()("dir", po::value(&dir),
@@ -24,7 +25,7 @@ int run_migrate(const args& a) {
   po::variables_map vm;
   if (!parse(a, "voucherd migrate [--dir DIR]", desc, {}, vm)) return k_exit_ok;
   const auto files = dir.empty() ? embedded_migrations() : read_migration_dir(dir);
-  db_session db{resolve_common(url_flag).database_url};
+  db_session db{resolve_common(url_flag, "migrate", db_profile::maintenance).database_url};
   const auto report = apply_migrations(db.conn(), files);
   boost::json::object out;
   out["status"] = "ok";
@@ -44,7 +45,7 @@ int run_campaign(const args& a) {
     }
     throw voucherd_error{failure_kind::usage, "usage: voucherd campaign create NAME [--starts-at T] [--ends-at T]"};
   }
-  std::string url_flag;
+  common_flags url_flag;
   campaign_spec spec;
   po::options_description desc{"voucherd campaign create: create a campaign"};
   add_common(desc, url_flag);
@@ -56,7 +57,7 @@ int run_campaign(const args& a) {
   if (!parse(args(a.begin() + 1, a.end()), "voucherd campaign create NAME [--starts-at T] [--ends-at T]", desc,
              {"name"}, vm))
     return k_exit_ok;
-  db_session db{resolve_common(url_flag).database_url};
+  db_session db{resolve_common(url_flag, "campaign").database_url};
   print_json(create_campaign(db.conn(), spec));
   return k_exit_ok;
 }
@@ -74,7 +75,8 @@ std::istream& open_input(const std::string& path, std::ifstream& file) {
 }  // namespace
 
 int run_import(const args& a) {
-  std::string url_flag, campaign, path;
+  common_flags url_flag;
+  std::string campaign, path;
   po::options_description desc{"voucherd import: load codes (one per line, or CSV with a `code` column), "
                                "all or nothing"};
   add_common(desc, url_flag);
@@ -85,7 +87,7 @@ int run_import(const args& a) {
   if (!parse(a, "voucherd import --campaign NAME FILE", desc, {"file"}, vm)) return k_exit_ok;
   std::ifstream file;
   std::istream& in = open_input(path, file);
-  db_session db{resolve_common(url_flag).database_url};
+  db_session db{resolve_common(url_flag, "import", db_profile::maintenance).database_url};
   const auto report = import_codes(db.conn(), campaign, in, [](std::size_t lines) {
     say(fmt::format("import: {} lines read", lines));
   });
@@ -115,7 +117,8 @@ int run_import(const args& a) {
 }
 
 int run_generate(const args& a) {
-  std::string url_flag, campaign;
+  common_flags url_flag;
+  std::string campaign;
   std::int64_t count = 0;
   std::size_t length = k_default_code_length;
   po::options_description desc{"voucherd generate: add N random codes to a campaign"};
@@ -130,7 +133,7 @@ int run_generate(const args& a) {
   if (count < 1 || count > 10'000'000) throw voucherd_error{failure_kind::usage, "--count must be 1..10000000"};
   if (length < k_min_code_length || length > k_max_code_length)
     throw voucherd_error{failure_kind::usage, fmt::format("--length must be {}..{}", k_min_code_length, k_max_code_length)};
-  db_session db{resolve_common(url_flag).database_url};
+  db_session db{resolve_common(url_flag, "generate", db_profile::maintenance).database_url};
   const auto added = generate_codes(db.conn(), campaign, count, length, [](std::size_t n) {
     say(fmt::format("generate: {} codes made", n));
   });
@@ -139,13 +142,14 @@ int run_generate(const args& a) {
 }
 
 int run_stats(const args& a) {
-  std::string url_flag, campaign;
+  common_flags url_flag;
+  std::string campaign;
   po::options_description desc{"voucherd stats: pool, outbox and queue counts of a campaign"};
   add_common(desc, url_flag);
   desc.add_options()("campaign", po::value(&campaign)->required(), "campaign name");
   po::variables_map vm;
   if (!parse(a, "voucherd stats --campaign NAME", desc, {}, vm)) return k_exit_ok;
-  db_session db{resolve_common(url_flag).database_url};
+  db_session db{resolve_common(url_flag, "stats").database_url};
   print_json(campaign_stats(db.conn(), campaign));
   return k_exit_ok;
 }

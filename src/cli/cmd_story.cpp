@@ -147,7 +147,8 @@ std::string story_through_daemon(db_session& db, const std::string& url) {
 }  // namespace
 
 int run_story(const args& a) {
-  std::string url_flag, redis_nodes;
+  common_flags url_flag;
+  std::string redis_nodes;
   long work_ms = 100, delay_ms = 5;
   po::options_description desc{
       "voucherd story: replay the story on this database, through the daemon, then under the story's "
@@ -164,7 +165,7 @@ int run_story(const args& a) {
     return k_exit_ok;
   if (work_ms < 0 || delay_ms < 0)
     throw voucherd_error{failure_kind::usage, "--work-ms and --release-delay-ms must be >= 0"};
-  const auto url = resolve_common(url_flag).database_url;
+  const auto url = resolve_common(url_flag, "story").database_url;
   auto nodes = parse_redis_nodes(redis_nodes);
   db_session db{url};
   apply_migrations(db.conn(), embedded_migrations());

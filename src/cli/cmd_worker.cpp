@@ -55,7 +55,8 @@ std::string default_consumer() {
 
 int run_worker(const args& a) {
   worker_config config;
-  std::string url_flag, source = "pg";
+  common_flags url_flag;
+  std::string source = "pg";
   int concurrency = 0, threads = 0;
   long batch = 0;
   long claim_idle_ms = config.redis.claim_idle.count();
@@ -99,8 +100,10 @@ int run_worker(const args& a) {
        "redis: where rejected and undeliverable messages go (default STREAM:dead)")
       ("claim-idle-ms", po::value(&claim_idle_ms)->default_value(claim_idle_ms),
        "redis: take over (XAUTOCLAIM) messages pending this long on another consumer")
-      ("max-deliveries", po::value(&config.redis.max_deliveries)->default_value(config.redis.max_deliveries),
-       "redis: dead-letter a message handed out more often than this")
+      ("max-deliveries", po::value(&config.max_deliveries)->default_value(config.max_deliveries),
+       "every source: a message whose claim fails with an error no retry can fix is tried alone (its batch "
+       "commits without it) and, after this many failed tries, rejected with the database's error and "
+       "dead-lettered; redis also dead-letters an entry handed out more often than this")
       ("shutdown-grace-ms", po::value(&grace_ms)->default_value(grace_ms),
        "on SIGTERM, how long in-flight transactions may take before they are abandoned (rolled back)");
   po::variables_map vm;
@@ -109,7 +112,9 @@ int run_worker(const args& a) {
              desc, {}, vm))
     return k_exit_ok;
 
-  config.database_url = resolve_common(url_flag).database_url;
+  const auto common = resolve_common(url_flag, "worker");
+  config.database_url = common.database_url;
+  config.deadlines = pg_deadlines::of(common.db);
   config.source = parse_source(source);
   if (config.campaign.empty()) config.campaign = env_or(k_env_campaign, "");
   config.concurrency = vm.count("concurrency") ? concurrency

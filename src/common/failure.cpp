@@ -27,10 +27,14 @@ const char* to_string(failure_kind kind) {
 failure_kind classify_sqlstate(const std::string& s) {
   if (s.size() != 5) return failure_kind::internal;
   const std::string cls = s.substr(0, 2);
-  if (cls == "08" || cls == "40" || cls == "53" || cls == "57" || cls == "58")
-    return failure_kind::transient;  // connection, rollback, resources, operator intervention, system
+  if (cls == "08" || cls == "40" || cls == "53" || cls == "57" || cls == "58" || s == "55P03")
+    return failure_kind::transient;
   if (cls == "22" || cls == "23") return failure_kind::rejected;
   return failure_kind::internal;
+}
+
+bool retry_at_once(const std::string& sqlstate, const std::string& constraint) {
+  return sqlstate == "40001" || sqlstate == "40P01" || (sqlstate == "23505" && constraint == k_owner_constraint);
 }
 
 failure_kind classify(const std::exception& e) {

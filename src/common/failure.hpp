@@ -40,6 +40,22 @@ class voucherd_error : public std::runtime_error {
 failure_kind classify(const std::exception& e);
 
 // The SQLSTATE-based part of classify(), usable on a raw libpq error code.
+// Transient: connection (08), rollback (40), resources (53), operator
+// intervention and timeouts (57: statement_timeout, shutdown), system (58),
+// and lock_not_available (55P03: lock_timeout ran out). A retry later can
+// change the outcome of all of these; of nothing else.
 failure_kind classify_sqlstate(const std::string& sqlstate);
+
+// The one retry rule of the claim path: whether running the failed
+// transaction again at once (no backoff) is expected to succeed. True for a
+// serialization failure (40001), a deadlock (40P01), and a unique violation
+// on voucher_item_owner_key (23505): a concurrent delivery for the same user
+// committed first (the unique check waited for it), so the next attempt
+// answers already_claimed with its code. Other transient failures are
+// retried after a backoff; the rest are not retried.
+bool retry_at_once(const std::string& sqlstate, const std::string& constraint);
+
+// The name of the index that makes a second claim of the same user fail.
+inline constexpr const char* k_owner_constraint = "voucher_item_owner_key";
 
 }  // namespace voucherd

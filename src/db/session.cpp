@@ -9,7 +9,7 @@
 
 namespace voucherd {
 
-db_session::db_session(const std::string& url) {
+db_session::db_session(const std::string& url) : conninfo_{url} {
   try {
     conn_ = std::make_unique<pqxx::connection>(url);
   } catch (const pqxx::broken_connection& e) {

@@ -19,9 +19,12 @@ class db_session {
   explicit db_session(const std::string& url);
 
   pqxx::connection& conn() { return *conn_; }
+  // The connection string it was opened with (for opening another like it).
+  const std::string& conninfo() const { return conninfo_; }
   bool is_open() const { return conn_ && conn_->is_open(); }
 
  private:
+  std::string conninfo_;
   std::unique_ptr<pqxx::connection> conn_;
 };
 

@@ -69,6 +69,13 @@ boost::json::object campaign_stats(pqxx::connection& conn, const std::string& na
   return out;
 }
 
+std::int64_t find_campaign(pqxx::transaction_base& txn, const std::string& name) {
+  require_valid_name(name);
+  auto rows = exec(txn, sql::campaign_find, name);
+  if (rows.empty()) throw voucherd_error{failure_kind::rejected, fmt::format("unknown campaign '{}'", name)};
+  return rows[0][0].as<std::int64_t>();
+}
+
 std::int64_t lock_campaign_for_import(pqxx::transaction_base& txn, const std::string& name) {
   require_valid_name(name);
   auto rows = exec(txn, sql::campaign_lock, name);

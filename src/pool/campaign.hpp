@@ -26,5 +26,7 @@ boost::json::object campaign_stats(pqxx::connection& conn, const std::string& na
 
 // The id of a campaign locked for an import (see sql/campaign_lock.sql), in txn.
 std::int64_t lock_campaign_for_import(pqxx::transaction_base& txn, const std::string& name);
+// The campaign's id, without a lock; voucherd_error(rejected) when unknown.
+std::int64_t find_campaign(pqxx::transaction_base& txn, const std::string& name);
 
 }  // namespace voucherd

@@ -88,7 +88,7 @@ import_report import_codes(pqxx::connection& conn, const std::string& campaign, 
   import_report report;
   error_list errors{report};
   pqxx::work txn{conn};
-  const auto campaign_id = lock_campaign_for_import(txn, campaign);
+  const auto campaign_id = find_campaign(txn, campaign);
   exec(txn, sql::import_stage_create);
 
   std::unordered_map<std::string, std::size_t> first_line_of;
@@ -127,6 +127,9 @@ import_report import_codes(pqxx::connection& conn, const std::string& campaign, 
   if (report.lines == 0 || (report.lines == 1 && first_line_of.empty() && report.error_count == 0))
     errors.add(1, "the file has no codes");
   if (report.ok()) {
+    // Only now, with every code read and staged: a slow input must not hold
+    // the campaign's lock (which stops its free mark, and other imports).
+    lock_campaign_for_import(txn, campaign);
     for (const auto& row : exec(txn, sql::import_conflicts, campaign_id))
       errors.add(row[0].as<std::size_t>(),
                  fmt::format("code {} is already in campaign {}", row[1].as<std::string>(), campaign));
@@ -143,7 +146,7 @@ import_report import_codes(pqxx::connection& conn, const std::string& campaign, 
 std::int64_t generate_codes(pqxx::connection& conn, const std::string& campaign, std::int64_t count,
                             std::size_t length, const progress_fn& progress) {
   pqxx::work txn{conn};
-  const auto campaign_id = lock_campaign_for_import(txn, campaign);
+  const auto campaign_id = find_campaign(txn, campaign);
   exec(txn, sql::import_stage_create);
 
   std::unordered_set<std::string> made;
@@ -161,6 +164,7 @@ std::int64_t generate_codes(pqxx::connection& conn, const std::string& campaign,
     stage.complete();
   };
   stage_fresh_codes(count);
+  lock_campaign_for_import(txn, campaign);  // as in import_codes: only once staged
   // Replace codes that the campaign has already (rare: 27^8 possible codes).
   for (int round = 0;; ++round) {
     auto conflicts = exec(txn, sql::import_conflicts, campaign_id);

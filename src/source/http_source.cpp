@@ -49,7 +49,13 @@ void http_source::committed(std::vector<delivery>& batch, const std::vector<clai
   }
 }
 
-void http_source::abandoned(std::vector<delivery> batch) {
+void http_source::abandoned(std::vector<delivery> batch, bool unavailable) {
+  // A retry-at-once failure (a concurrent duplicate of the same user, a
+  // deadlock) or a try alone that failed: claim it again, the client waits.
+  if (!unavailable) {
+    buffer_->push_front(std::move(batch));
+    return;
+  }
   for (auto& d : batch) {
     auto it = waiting_.find(d.seq);
     if (it == waiting_.end()) continue;

@@ -3,9 +3,11 @@
 // answered (through the http_server's done callback) once its claim
 // committed. Bodies that are not a message at all are answered at once as
 // malformed, messages with bad fields at once as rejected; neither touches
-// the database (a rejection still counts in the claim metrics). A claim that cannot run now (the database is away) is
+// the database (a rejection still counts in the claim metrics). A claim that
+// cannot run now (the database is away, a lock or statement timed out) is
 // answered as a transient failure (503) rather than retried: the HTTP client
-// retries.
+// retries. A claim that failed because a concurrent duplicate of the same
+// user committed first is claimed again and answered already_claimed.
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -31,7 +33,7 @@ class http_source final : public message_source {
   asio::awaitable<void> wait_for_work(pg_connection& conn) override;
   asio::awaitable<void> record(pg_connection&, std::vector<delivery>&, const std::vector<claim_outcome>&) override;
   void committed(std::vector<delivery>& batch, const std::vector<claim_outcome>& outcomes) override;
-  void abandoned(std::vector<delivery> batch) override;
+  void abandoned(std::vector<delivery> batch, bool unavailable) override;
 
  private:
   std::string default_campaign_;

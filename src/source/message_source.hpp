@@ -13,7 +13,14 @@
 //
 // On any failure before the commit returned, the transaction is rolled back
 // (or died with its connection) and abandoned() gives the deliveries back to
-// be taken again. Because claims are idempotent per user (and per message id)
+// be taken again.
+//
+// Poison isolation: when a batch fails with an error no retry can fix, the
+// claimer splits it and tries each delivery alone: count_attempt() first
+// (where it survives a crash), then a transaction of its own that takes it
+// again with retake(). A delivery whose tries alone reach --max-deliveries
+// is recorded as rejected with the database's error (record(), committed(),
+// as for any rejected message) instead of being tried again. Because claims are idempotent per user (and per message id)
 // a delivery that is taken twice still has one effect. The window between
 // commit and acknowledgement is the one place a message can be delivered
 // again after its effect happened; the claim statement answers such a
@@ -30,7 +37,7 @@
 #include "claim/claim_outcome.hpp"
 #include "claim/claim_request.hpp"
 #include "source/message.hpp"
-#include "worker/pg_connection.hpp"
+#include "db/pg_connection.hpp"
 
 namespace voucherd {
 
@@ -52,7 +59,20 @@ class message_source {
   virtual asio::awaitable<void> record(pg_connection& conn, std::vector<delivery>& batch,
                                        const std::vector<claim_outcome>& outcomes) = 0;
   virtual void committed(std::vector<delivery>& batch, const std::vector<claim_outcome>& outcomes) = 0;
-  virtual void abandoned(std::vector<delivery> batch) = 0;
+  // unavailable: the database cannot be used now (lost, timed out), rather
+  // than a retry-at-once failure; a push source answers its client then.
+  virtual void abandoned(std::vector<delivery> batch, bool unavailable) = 0;
+
+  // Counts a try alone of a delivery about to be retried alone; returns the
+  // tries so far, this one included, or 0 when the delivery is no longer
+  // this claimer's to try (done, or held by another claimer). Runs outside
+  // any transaction. The in-memory sources count on the delivery.
+  virtual asio::awaitable<int> count_attempt(pg_connection&, delivery& d) { co_return ++d.attempts; }
+  // Takes deliveries of a split batch again, inside a new transaction; the
+  // ones returned are this claimer's. The in-memory sources hold them still.
+  virtual asio::awaitable<std::vector<delivery>> retake(pg_connection&, std::vector<delivery> batch) {
+    co_return batch;
+  }
 
   // The message id a claim records its outcome under (message_outcome):
   // the message's own id by default; the redis source uses the stream id.

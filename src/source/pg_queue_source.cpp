@@ -42,12 +42,14 @@ asio::awaitable<void> pg_queue_source::on_connect(pg_connection& conn) {
   co_await conn.exec_simple(sql::queue_listen);
 }
 
-asio::awaitable<std::vector<delivery>> pg_queue_source::take(pg_connection& conn, std::size_t max) {
-  std::vector<pg_param> params{std::to_string(max)};
-  const auto rows = co_await conn.exec(sql::queue_take, std::move(params));
+namespace {
+
+// The rows of queue_take / queue_take_ids as deliveries.
+std::vector<delivery> deliveries_of(const pg_rows& rows) {
   std::vector<delivery> out;
   out.reserve(static_cast<std::size_t>(rows.size()));
-  const int id = rows.column("id"), body = rows.column("body"), lag = rows.column("lag_s");
+  const int id = rows.column("id"), body = rows.column("body"), lag = rows.column("lag_s"),
+            attempts = rows.column("attempts");
   for (int r = 0; r < rows.size(); ++r) {
     delivery d;
     d.id = std::string{rows.text(r, id)};
@@ -57,9 +59,31 @@ asio::awaitable<std::vector<delivery>> pg_queue_source::take(pg_connection& conn
       d.body.resize(k_dead_letter_body_bytes);
     }
     d.lag_seconds = std::strtod(std::string{rows.text(r, lag)}.c_str(), nullptr);
+    d.attempts = static_cast<int>(rows.int64(r, attempts));
     out.push_back(std::move(d));
   }
-  co_return out;
+  return out;
+}
+
+}  // namespace
+
+asio::awaitable<std::vector<delivery>> pg_queue_source::take(pg_connection& conn, std::size_t max) {
+  std::vector<pg_param> params{std::to_string(max)};
+  co_return deliveries_of(co_await conn.exec(sql::queue_take, std::move(params)));
+}
+
+asio::awaitable<int> pg_queue_source::count_attempt(pg_connection& conn, delivery& d) {
+  std::vector<pg_param> params{d.id};
+  const auto rows = co_await conn.exec(sql::queue_count_attempt, std::move(params));
+  d.attempts = rows.empty() ? 0 : static_cast<int>(rows.int64(0, 0));
+  co_return d.attempts;
+}
+
+asio::awaitable<std::vector<delivery>> pg_queue_source::retake(pg_connection& conn, std::vector<delivery> batch) {
+  std::vector<std::optional<std::string>> ids;
+  for (const auto& d : batch) ids.emplace_back(d.id);
+  std::vector<pg_param> params{pg_array_literal(ids)};
+  co_return deliveries_of(co_await conn.exec(sql::queue_take_ids, std::move(params)));
 }
 
 asio::awaitable<void> pg_queue_source::wait_for_work(pg_connection& conn) {

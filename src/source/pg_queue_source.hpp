@@ -29,7 +29,9 @@ class pg_queue_source final : public message_source {
   asio::awaitable<void> record(pg_connection& conn, std::vector<delivery>& batch,
                                const std::vector<claim_outcome>& outcomes) override;
   void committed(std::vector<delivery>&, const std::vector<claim_outcome>&) override {}
-  void abandoned(std::vector<delivery>) override {}
+  void abandoned(std::vector<delivery>, bool) override {}
+  asio::awaitable<int> count_attempt(pg_connection& conn, delivery& d) override;
+  asio::awaitable<std::vector<delivery>> retake(pg_connection& conn, std::vector<delivery> batch) override;
 };
 
 // Puts messages on the queue in one transaction and wakes the listening

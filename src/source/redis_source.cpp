@@ -279,7 +279,7 @@ void redis_source::committed(std::vector<delivery>& batch, const std::vector<cla
   wake_.notify_all();
 }
 
-void redis_source::abandoned(std::vector<delivery> batch) { buffer_->push_front(std::move(batch)); }
+void redis_source::abandoned(std::vector<delivery> batch, bool) { buffer_->push_front(std::move(batch)); }
 
 void redis_source::close() {
   stop_reading_.store(true);

@@ -52,7 +52,7 @@ class redis_source final : public message_source {
   asio::awaitable<void> record(pg_connection& conn, std::vector<delivery>& batch,
                                const std::vector<claim_outcome>& outcomes) override;
   void committed(std::vector<delivery>& batch, const std::vector<claim_outcome>& outcomes) override;
-  void abandoned(std::vector<delivery> batch) override;
+  void abandoned(std::vector<delivery> batch, bool unavailable) override;
   std::string claim_message_id(const delivery& d, const claim_request&) const override { return d.id; }
   void stop_intake() override { stop_reading_.store(true); }
   bool drained() const override { return reader_idle_.load() && buffer_->size_hint() == 0; }

@@ -85,7 +85,7 @@ void stdin_source::committed(std::vector<delivery>& batch, const std::vector<cla
   if (wrote) std::fflush(out_);
 }
 
-void stdin_source::abandoned(std::vector<delivery> batch) { buffer_->push_front(std::move(batch)); }
+void stdin_source::abandoned(std::vector<delivery> batch, bool) { buffer_->push_front(std::move(batch)); }
 
 bool stdin_source::finished() const { return eof_ && next_print_ == total_ && buffer_->empty(); }
 

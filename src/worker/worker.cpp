@@ -16,7 +16,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <fmt/format.h>
 
-#include "claim/claim_engine.hpp"
+#include "claim/claim_core.hpp"
 #include "http/http_server.hpp"
 #include "notify/outbox_dispatcher.hpp"
 #include "source/http_source.hpp"
@@ -26,7 +26,7 @@
 #include "sql_catalog.hpp"
 #include "worker/backoff.hpp"
 #include "worker/json_log.hpp"
-#include "worker/pg_connection.hpp"
+#include "db/pg_connection.hpp"
 
 namespace voucherd {
 
@@ -34,27 +34,23 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
-// What one campaign's claims in a transaction tell the free-mark policy.
-struct campaign_progress {
-  std::int64_t campaign_id = 0;
-  std::int64_t free_from = 0;
-  std::int64_t highest_claimed = 0;
-  bool saw_sold_out = false;
-};
-
 asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
   asio::steady_timer t{co_await asio::this_coro::executor, d};
   co_await t.async_wait(asio::use_awaitable);
 }
 
-std::string join_lines(const std::vector<std::string>& items) {
-  std::string out;
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    if (i) out += '\n';
-    out += items[i];
-  }
-  return out;
-}
+// How a claim transaction ended.
+enum class ending {
+  committed,
+  retry_at_once,  // a concurrent duplicate committed first, a deadlock: run it again
+  unavailable,    // the database cannot be used now: back off (reconnect when lost)
+  poisoned,       // an error no retry fixes: split the batch, try each alone
+};
+
+struct transaction_result {
+  ending how = ending::committed;
+  std::string error;  // what the database said, when not committed
+};
 
 }  // namespace
 
@@ -63,7 +59,11 @@ std::unique_ptr<message_source> make_source(const worker_config& config) {
   switch (config.source) {
     case source_kind::stdin_lines: return std::make_unique<stdin_source>(0, stdout, capacity);
     case source_kind::pg: return std::make_unique<pg_queue_source>();
-    case source_kind::redis: return std::make_unique<redis_source>(config.redis, capacity);
+    case source_kind::redis: {
+      auto redis = config.redis;
+      redis.max_deliveries = config.max_deliveries;
+      return std::make_unique<redis_source>(redis, capacity);
+    }
   }
   return nullptr;
 }
@@ -77,7 +77,7 @@ struct worker::impl {
   std::vector<std::unique_ptr<asio::io_context>> extra_ios;
   std::atomic<bool> stopping{false};
   std::atomic<int> running_claimers{0};
-  free_mark_policy free_mark;
+  claim_core core;  // shared by every claimer (its free-mark policy is thread-safe)
   std::unique_ptr<http_source> http;
   std::unique_ptr<http_server> server;
   std::unique_ptr<outbox_dispatcher> dispatcher;
@@ -87,10 +87,24 @@ struct worker::impl {
       : config{std::move(c)}, source{std::move(s)}, registry{m} {}
 
   asio::awaitable<void> claimer(asio::io_context& ctx, message_source& src, int index);
-  asio::awaitable<std::vector<claim_outcome>> claim_all(pg_connection& conn, message_source& src,
-                                                        std::vector<delivery>& batch,
-                                                        std::map<std::string, campaign_progress>& progress);
-  asio::awaitable<void> advance_marks(pg_connection& conn, const std::map<std::string, campaign_progress>& progress);
+  // Claims a taken batch, records it and commits, in the transaction whose
+  // BEGIN went out with the take; rolls back on failure. Acknowledges what
+  // committed and moves the free marks.
+  asio::awaitable<transaction_result> finish_transaction(pg_connection& conn, message_source& src,
+                                                         std::vector<delivery>& batch, clock_type::time_point started);
+  // Records `outcomes` for deliveries the claim never reached (or that are
+  // given up), in a transaction of their own.
+  asio::awaitable<void> record_only(pg_connection& conn, message_source& src, std::vector<delivery> batch,
+                                    std::vector<claim_outcome> outcomes);
+  // Tries each delivery of a batch that failed alone, each in a transaction
+  // of its own. suspect: the batch failed with an error no retry fixes (poison
+  // isolation: every try alone is counted, and a delivery whose tries reach
+  // max_deliveries is rejected); otherwise it kept colliding with concurrent
+  // claims of its users, and alone each converges. Returns a pause for the
+  // claimer (a backoff after a failure).
+  asio::awaitable<std::chrono::milliseconds> isolate(pg_connection& conn, message_source& src,
+                                                     std::vector<delivery> batch, const std::string& error,
+                                                     backoff& retry, bool suspect);
   void stop(const char* why);
   void claimer_done();
   void stop_all_contexts();
@@ -127,13 +141,13 @@ void worker::impl::claimer_done() {
   stop_all_contexts();
 }
 
-asio::awaitable<std::vector<claim_outcome>> worker::impl::claim_all(
-    pg_connection& conn, message_source& src, std::vector<delivery>& batch,
-    std::map<std::string, campaign_progress>& progress) {
+asio::awaitable<transaction_result> worker::impl::finish_transaction(pg_connection& conn, message_source& src,
+                                                                    std::vector<delivery>& batch,
+                                                                    clock_type::time_point started) {
   std::vector<claim_outcome> outcomes(batch.size());
-  std::vector<claim_request> requests(batch.size());
-  // Valid messages, grouped by campaign in order of first appearance.
-  std::vector<std::pair<std::string, std::vector<std::size_t>>> groups;
+  // The messages that parse go to the claim core; the others are answered here.
+  std::vector<claim_request> requests;
+  std::vector<std::size_t> claimed_index;
   for (std::size_t i = 0; i < batch.size(); ++i) {
     if (batch[i].poison) {
       outcomes[i] = rejected_outcome({}, {}, *batch[i].poison);
@@ -144,87 +158,178 @@ asio::awaitable<std::vector<claim_outcome>> worker::impl::claim_all(
       outcomes[i] = std::move(*rejected);
       continue;
     }
-    requests[i] = std::get<claim_request>(std::move(parsed));
-    requests[i].message_id = src.claim_message_id(batch[i], requests[i]);
-    auto g = std::find_if(groups.begin(), groups.end(), [&](const auto& x) { return x.first == requests[i].campaign; });
-    if (g == groups.end()) groups.push_back({requests[i].campaign, {i}});
-    else g->second.push_back(i);
+    auto request = std::get<claim_request>(std::move(parsed));
+    request.message_id = src.claim_message_id(batch[i], request);
+    requests.push_back(std::move(request));
+    claimed_index.push_back(i);
   }
-  auto note = [&](const std::string& campaign, const pg_rows& rows, int row, const claim_outcome& o) {
-    auto& p = progress[campaign];
-    p.campaign_id = rows.int64(row, rows.column("campaign_id"));
-    p.free_from = rows.int64(row, rows.column("free_from"));
-    if (o.status == claim_status::claimed) p.highest_claimed = std::max(p.highest_claimed, *o.voucher_id);
-    p.saw_sold_out = p.saw_sold_out || o.status == claim_status::sold_out;
-  };
-  for (auto& [campaign, members] : groups) {
-    if (config.batch == 1 || members.size() == 1) {
-      for (auto i : members) {
-        const auto& r = requests[i];
-        std::vector<pg_param> params{r.campaign, r.user_id, r.message_id};
-        auto rows = co_await conn.exec(sql::claim_one, std::move(params));
-        if (rows.empty()) {
-          outcomes[i] = unknown_campaign_outcome(r);
-          continue;
-        }
-        outcomes[i] = outcome_from_row(r, rows.text(0, rows.column("status")), rows.opt_int64(0, rows.column("voucher_id")),
-                                       rows.is_null(0, rows.column("code")) ? "" : rows.text(0, rows.column("code")));
-        note(campaign, rows, 0, outcomes[i]);
-      }
-      continue;
-    }
-    for (std::size_t start = 0; start < members.size(); start += claim_engine::k_max_batch) {
-      const auto end = std::min(members.size(), start + claim_engine::k_max_batch);
-      std::vector<std::string> users, messages;
-      for (auto k = start; k < end; ++k) {
-        users.push_back(requests[members[k]].user_id);
-        messages.push_back(requests[members[k]].message_id);
-      }
-      std::vector<pg_param> params{campaign, join_lines(users), join_lines(messages)};
-      auto rows = co_await conn.exec(sql::claim_batch, std::move(params));
-      if (rows.empty()) {
-        for (auto k = start; k < end; ++k) outcomes[members[k]] = unknown_campaign_outcome(requests[members[k]]);
-        continue;
-      }
-      if (static_cast<std::size_t>(rows.size()) != end - start)
-        throw voucherd_error{failure_kind::internal,
-                             fmt::format("claim_batch returned {} rows for {} users", rows.size(), end - start)};
-      const int status = rows.column("status"), voucher = rows.column("voucher_id"), code = rows.column("code");
-      for (auto k = start; k < end; ++k) {
-        const int row = static_cast<int>(k - start);
-        auto& o = outcomes[members[k]];
-        o = outcome_from_row(requests[members[k]], rows.text(row, status), rows.opt_int64(row, voucher),
-                             rows.is_null(row, code) ? "" : rows.text(row, code));
-        note(campaign, rows, row, o);
+  claim_progress progress;
+  transaction_result result;
+  bool in_transaction = true;
+  try {
+    auto claimed = co_await core.claim(conn, requests, config.batch > 1, progress);
+    for (std::size_t k = 0; k < claimed.size(); ++k) outcomes[claimed_index[k]] = std::move(claimed[k]);
+    co_await src.record(conn, batch, outcomes);
+    co_await conn.exec_simple(sql::worker_commit);
+    in_transaction = false;
+  } catch (const pg_error& e) {
+    result.error = e.what();
+    if (e.worth_retrying()) result.how = ending::retry_at_once;
+    else if (e.lost_connection() || e.kind() == failure_kind::transient) result.how = ending::unavailable;
+    else result.how = ending::poisoned;
+    if (e.lost_connection()) conn.close();
+  } catch (const std::exception& e) {
+    result.error = e.what();
+    result.how = ending::poisoned;
+  }
+  if (result.how != ending::committed) {
+    if (in_transaction && conn.is_open()) {
+      try {
+        co_await conn.rollback();
+      } catch (const std::exception&) {
+        conn.close();
       }
     }
+    co_return result;
   }
-  co_return outcomes;
+  // Committed: only now may the source acknowledge.
+  const double seconds = std::chrono::duration<double>(clock_type::now() - started).count();
+  double lag = 0;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    registry.record_claim(outcomes[i].status, seconds);
+    if (batch[i].dead_lettered) registry.add_dead_letter();
+    lag = std::max(lag, batch[i].lag_seconds);
+  }
+  registry.set_queue_lag(lag);
+  src.committed(batch, outcomes);
+  try {
+    co_await core.advance_marks(conn, progress);
+  } catch (const pg_error&) {
+    conn.close();  // lost: the claims committed; the next loop reconnects
+  }
+  co_return result;
 }
 
-asio::awaitable<void> worker::impl::advance_marks(pg_connection& conn,
-                                                  const std::map<std::string, campaign_progress>& progress) {
-  for (const auto& [name, p] : progress) {
-    if (!free_mark.should_advance(p.campaign_id, p.free_from, p.highest_claimed, p.saw_sold_out)) continue;
-    // The mark is an optimisation and the claims have committed: a failure
-    // here only ends this transaction; a lost connection is the caller's.
-    bool failed = false;
-    conn.defer_simple(sql::worker_begin);
-    try {
-      std::vector<pg_param> params{std::to_string(p.campaign_id)};
-      const auto locked = co_await conn.exec(sql::lock_campaign_nowait, params);
-      if (!locked.empty()) co_await conn.exec(sql::advance_free_mark, std::move(params));
-      co_await conn.exec_simple(sql::worker_commit);
-    } catch (const pg_error& e) {
-      if (e.lost_connection()) throw;
-      failed = true;
+asio::awaitable<std::chrono::milliseconds> worker::impl::isolate(pg_connection& conn, message_source& src,
+                                                                 std::vector<delivery> batch,
+                                                                 const std::string& error, backoff& retry,
+                                                                 bool suspect) {
+  std::chrono::milliseconds pause{0};
+  std::string last_error = error;
+  for (std::size_t k = 0; k < batch.size(); ++k) {
+    auto& d = batch[k];
+    if (!conn.is_open()) {
+      // Lost meanwhile: the rest goes back to the source.
+      std::vector<delivery> rest(std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(k)),
+                                 std::make_move_iterator(batch.end()));
+      src.abandoned(std::move(rest), true);
+      co_return retry.next();
     }
-    if (failed) co_await conn.rollback();
+    transaction_result result;
+    std::vector<delivery> alone;
+    try {
+      // Counted before the try, where it survives a crash on this message.
+      const int attempts = suspect ? co_await src.count_attempt(conn, d) : d.attempts;
+      if (suspect && attempts == 0) continue;  // done or held by another claimer meanwhile
+      conn.defer_simple(sql::worker_begin);
+      const auto started = clock_type::now();
+      std::vector<delivery> one;
+      one.push_back(d);
+      alone = co_await src.retake(conn, std::move(one));
+      if (alone.empty()) {
+        co_await conn.rollback();
+        continue;
+      }
+      alone.front().attempts = attempts;
+      if (suspect && attempts > config.max_deliveries) {
+        // Counted before an earlier try that never came back (a crash).
+        co_await conn.rollback();
+        result = {ending::poisoned, last_error};
+      } else {
+        result = co_await finish_transaction(conn, src, alone, started);
+      }
+    } catch (const pg_error& e) {
+      if (e.lost_connection()) conn.close();
+      else if (conn.is_open()) conn.close();  // the transaction state is unknown: start afresh
+      result = {ending::unavailable, e.what()};
+      if (alone.empty()) alone.push_back(std::move(d));
+    }
+    switch (result.how) {
+      case ending::committed: break;
+      case ending::retry_at_once: src.abandoned(std::move(alone), false); break;
+      case ending::unavailable:
+        src.abandoned(std::move(alone), true);
+        pause = retry.next();
+        break;
+      case ending::poisoned: {
+        last_error = result.error;
+        auto& p = alone.front();
+        if (!suspect) {
+          // Failed alone for another reason than its batch: count it from now.
+          src.abandoned(std::move(alone), false);
+          break;
+        }
+        if (p.attempts < config.max_deliveries) {
+          log_json(log_level::warn, "a message failed alone; it will be tried again",
+                   {{"claimer_source", src.name()}, {"message", p.id}, {"attempts", p.attempts},
+                    {"max_deliveries", config.max_deliveries}, {"error", result.error}});
+          src.abandoned(std::move(alone), false);
+          pause = retry.next();
+          break;
+        }
+        // Given up: rejected with the database's error, like any bad message.
+        claim_request who;
+        auto parsed = parse_message(p.body, p.oversized, config.campaign);
+        if (auto* r = std::get_if<claim_request>(&parsed)) {
+          who = std::move(*r);
+          who.message_id = src.claim_message_id(p, who);
+        }
+        auto outcome = rejected_outcome(who.campaign, who.user_id,
+                                        fmt::format("claim failed {} times: {}", p.attempts, result.error),
+                                        who.message_id);
+        log_json(log_level::error, "a message failed every try; dead-lettered",
+                 {{"message", p.id}, {"attempts", p.attempts}, {"error", result.error}});
+        std::vector<claim_outcome> outcomes;  // named: GCC 12 mishandles braced temporaries in co_await
+        outcomes.push_back(std::move(outcome));
+        co_await record_only(conn, src, std::move(alone), std::move(outcomes));
+        break;
+      }
+    }
   }
+  co_return pause;
+}
+
+asio::awaitable<void> worker::impl::record_only(pg_connection& conn, message_source& src, std::vector<delivery> batch,
+                                                std::vector<claim_outcome> outcomes) {
+  bool failed = false;
+  std::vector<delivery> again;
+  try {
+    conn.defer_simple(sql::worker_begin);
+    again = co_await src.retake(conn, std::move(batch));
+    if (again.empty()) {
+      co_await conn.rollback();
+      co_return;
+    }
+    co_await src.record(conn, again, outcomes);
+    co_await conn.exec_simple(sql::worker_commit);
+  } catch (const std::exception& e) {
+    log_json(log_level::warn, "could not record a rejected message; it stays pending", {{"error", e.what()}});
+    failed = true;
+  }
+  if (failed) {
+    conn.close();  // state unknown; the claimer reconnects
+    src.abandoned(std::move(again), true);
+    co_return;
+  }
+  for (std::size_t i = 0; i < again.size(); ++i) {
+    registry.record_claim(outcomes[i].status, 0.0);
+    if (again[i].dead_lettered) registry.add_dead_letter();
+  }
+  src.committed(again, outcomes);
 }
 
 asio::awaitable<void> worker::impl::claimer(asio::io_context& ctx, message_source& src, int index) {
-  pg_connection conn{ctx, config.database_url};
+  pg_connection conn{ctx, config.database_url, config.deadlines};
   backoff retry{seed + static_cast<std::uint64_t>(index)};
   std::mt19937_64 rng{seed ^ static_cast<std::uint64_t>(index * 7919)};
   const auto claimer_name = fmt::format("{}-{}", src.name(), index);
@@ -251,65 +356,52 @@ asio::awaitable<void> worker::impl::claimer(asio::io_context& ctx, message_sourc
       }
     }
     std::vector<delivery> batch;
-    bool in_transaction = false;
     std::chrono::milliseconds pause{0};
+    transaction_result result;
     try {
       // BEGIN goes out with the take (or, for sources that take from memory,
       // with the first claim): one round trip.
       conn.defer_simple(sql::worker_begin);
-      in_transaction = true;
       const auto started = clock_type::now();
       batch = co_await src.take(conn, config.batch);
       if (batch.empty()) {
-        in_transaction = false;
         co_await conn.rollback();
         if ((stopping && src.drained()) || src.finished()) break;
         co_await src.wait_for_work(conn);
         continue;
       }
-      std::map<std::string, campaign_progress> progress;
-      auto outcomes = co_await claim_all(conn, src, batch, progress);
-      co_await src.record(conn, batch, outcomes);
-      co_await conn.exec_simple(sql::worker_commit);
-      in_transaction = false;
-      // Committed: only now may the source acknowledge.
-      const double seconds = std::chrono::duration<double>(clock_type::now() - started).count();
-      double lag = 0;
-      for (std::size_t i = 0; i < batch.size(); ++i) {
-        registry.record_claim(outcomes[i].status, seconds);
-        if (batch[i].dead_lettered) registry.add_dead_letter();
-        lag = std::max(lag, batch[i].lag_seconds);
-      }
-      registry.set_queue_lag(lag);
-      src.committed(batch, outcomes);
-      batch.clear();
-      co_await advance_marks(conn, progress);
-    } catch (const pg_error& e) {
-      if (e.lost_connection()) {
-        pause = retry.next();
-        log_json(log_level::warn, "database connection lost; messages given back",
-                 {{"claimer", claimer_name}, {"error", e.what()}, {"messages", batch.size()}, {"retry_in_ms", pause.count()}});
-        conn.close();
-      } else if (e.worth_retrying()) {
-        pause = std::chrono::milliseconds{std::uniform_int_distribution<int>{0, 5}(rng)};
-      } else {
-        pause = retry.next();
-        log_json(log_level::error, "claim transaction failed; messages given back",
-                 {{"claimer", claimer_name}, {"error", e.what()}, {"sqlstate", e.sqlstate()}, {"statement", e.statement()}});
-      }
+      result = co_await finish_transaction(conn, src, batch, started);
     } catch (const std::exception& e) {
-      pause = retry.next();
-      log_json(log_level::error, "claim transaction failed; messages given back",
-               {{"claimer", claimer_name}, {"error", e.what()}});
+      // The take or the idle wait failed: nothing was claimed.
+      result = {ending::unavailable, e.what()};
+      conn.close();
     }
-    if (in_transaction && conn.is_open()) {
-      try {
-        co_await conn.rollback();
-      } catch (const std::exception&) {
-        conn.close();
-      }
+    switch (result.how) {
+      case ending::committed: break;
+      case ending::retry_at_once:
+        if (batch.size() > 1) {
+          // A batch can keep colliding with concurrent claims of one user or
+          // another; alone, each message converges (already_claimed).
+          pause = co_await isolate(conn, src, std::move(batch), result.error, retry, false);
+          break;
+        }
+        src.abandoned(std::move(batch), false);
+        pause = std::chrono::milliseconds{std::uniform_int_distribution<int>{0, 5}(rng)};
+        break;
+      case ending::unavailable:
+        pause = retry.next();
+        log_json(log_level::warn, conn.is_open() ? "claim transaction failed; messages given back"
+                                                 : "database connection lost; messages given back",
+                 {{"claimer", claimer_name}, {"error", result.error}, {"messages", batch.size()},
+                  {"retry_in_ms", pause.count()}});
+        src.abandoned(std::move(batch), true);
+        break;
+      case ending::poisoned:
+        log_json(log_level::warn, "claim transaction failed; trying its messages one by one",
+                 {{"claimer", claimer_name}, {"error", result.error}, {"messages", batch.size()}});
+        pause = co_await isolate(conn, src, std::move(batch), result.error, retry, true);
+        break;
     }
-    if (!batch.empty()) src.abandoned(std::move(batch));
     if (pause.count() > 0) co_await sleep_for(pause);
   }
   claimer_done();
@@ -338,7 +430,7 @@ int worker::run() {
       asio::co_spawn(
           s.io,
           [&s, answer]() -> asio::awaitable<void> {
-            pg_connection probe_conn{s.io, s.config.database_url};
+            pg_connection probe_conn{s.io, s.config.database_url, s.config.deadlines};
             bool ready = false;
             try {
               co_await probe_conn.connect();

@@ -34,12 +34,12 @@ void worker_config::validate() const {
     fail(fmt::format("--threads {}: only --source pg runs its claimers on several threads", threads));
   if (batch < 1 || batch > k_max_batch) fail(fmt::format("--batch must be 1..{}, got {}", k_max_batch, batch));
   if (shutdown_grace.count() < 0) fail("--shutdown-grace-ms must not be negative");
+  if (max_deliveries < 1) fail(fmt::format("--max-deliveries must be at least 1, got {}", max_deliveries));
   if (source == source_kind::redis) {
     if (!redis.url.starts_with("redis://")) fail(fmt::format("--redis-url must start with redis://, got '{}'", redis.url));
     if (redis.stream.empty()) fail("--stream must not be empty");
     if (redis.group.empty()) fail("--group must not be empty");
     if (redis.claim_idle.count() < 1) fail("--claim-idle-ms must be at least 1");
-    if (redis.max_deliveries < 1) fail(fmt::format("--max-deliveries must be at least 1, got {}", redis.max_deliveries));
   }
 }
 

@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <string>
 
+#include "db/connection_settings.hpp"
+
 namespace voucherd {
 
 enum class source_kind { stdin_lines, pg, redis };
@@ -27,7 +29,8 @@ struct redis_source_config {
   // A message pending this long on a consumer is presumed orphaned (its
   // consumer died) and taken over with XAUTOCLAIM.
   std::chrono::milliseconds claim_idle = k_default_claim_idle;
-  // A message handed out more often than this is dead-lettered instead.
+  // A message handed out more often than this is dead-lettered instead
+  // (worker_config::max_deliveries, copied here by make_source).
   int max_deliveries = k_default_max_deliveries;
 };
 
@@ -48,7 +51,13 @@ struct worker_config {
   source_kind source = source_kind::pg;
   std::string strategy = k_strategy;
   std::string campaign;      // for messages that name none; may be empty
-  std::string database_url;  // "" = libpq's PG* variables
+  std::string database_url;  // a libpq connection string (connection_settings::conninfo())
+  pg_deadlines deadlines;    // the client-side bounds on every claimer connection
+  // A message whose claim keeps failing with an error a retry cannot fix
+  // (not a lost connection, a timeout or a deadlock) is tried alone, so that
+  // its batch commits without it; after this many failed tries alone it is
+  // rejected with the database's error and dead-lettered. Every source.
+  int max_deliveries = redis_source_config::k_default_max_deliveries;
   int concurrency = k_default_concurrency;  // claimers = database connections
   // Threads the pg source's claimers run on; 0 = one per CPU, at most one per
   // claimer. Every other source runs on one thread.

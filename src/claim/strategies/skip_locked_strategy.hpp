@@ -1,5 +1,5 @@
 #pragma once
-// skip-locked: voucherd's own claim (claim_engine, sql/claim_one.sql) behind
+// skip-locked: voucherd's own claim (claim_core, sql/claim_one.sql) behind
 // the strategy interface. The default, and the only correct one.
 //
 // It has no gap between a read and a write to put the race lab's simulated
@@ -7,7 +7,7 @@
 // that a comparison charges every strategy the same per-message latency.
 #include <random>
 
-#include "claim/claim_engine.hpp"
+#include "claim/claim_core.hpp"
 #include "claim/claim_strategy.hpp"
 
 namespace voucherd {
@@ -19,7 +19,7 @@ class skip_locked_strategy final : public claim_strategy {
   std::string_view name() const override { return "skip-locked"; }
 
  private:
-  claim_engine engine_;
+  blocking_claimer claimer_;
   strategy_options options_;
   std::mt19937_64 rng_;
 };

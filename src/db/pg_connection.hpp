@@ -21,6 +21,12 @@
 //    BEGIN+take, claim, mark-done+COMMIT;
 //  - rollback() drops what is deferred and ends an open transaction; with
 //    none open on the server (its BEGIN was never sent) it sends nothing;
+//  - nothing waits forever: connect() gives up after deadlines.connect, and
+//    every reply after deadlines.reply (when not zero). A backend that stops
+//    answering while its socket stays open (SIGSTOP, a wedged server, a
+//    half-open network) is thus treated as a lost connection: the claimer
+//    drops it and reconnects, and the server rolls the dropped transaction
+//    back once it notices (its row locks go with it);
 //  - one statement at a time: the caller (one claimer coroutine) owns it.
 #include <chrono>
 #include <cstdint>
@@ -38,6 +44,7 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 
 #include "common/failure.hpp"
+#include "db/connection_settings.hpp"
 #include "db/sql_statement.hpp"
 
 namespace voucherd {
@@ -50,16 +57,21 @@ class pg_error : public voucherd_error {
       : voucherd_error{kind, what}, statement_{std::move(statement)}, sqlstate_{std::move(sqlstate)}, lost_{lost} {}
   const std::string& statement() const noexcept { return statement_; }
   const std::string& sqlstate() const noexcept { return sqlstate_; }
+  const std::string& constraint() const noexcept { return constraint_; }
   bool lost_connection() const noexcept { return lost_; }
-  // A unique violation on voucher_item_owner_key (a racing duplicate delivery),
-  // a serialization failure or a deadlock: running the transaction again helps.
-  bool worth_retrying() const noexcept {
-    return sqlstate_ == "23505" || sqlstate_ == "40001" || sqlstate_ == "40P01";
+  // Whether running the transaction again at once helps (retry_at_once in
+  // common/failure.hpp): a racing duplicate delivery, a serialization
+  // failure or a deadlock.
+  bool worth_retrying() const noexcept { return !lost_ && retry_at_once(sqlstate_, constraint_); }
+  pg_error with_constraint(std::string constraint) && {
+    constraint_ = std::move(constraint);
+    return std::move(*this);
   }
 
  private:
   std::string statement_;
   std::string sqlstate_;
+  std::string constraint_;
   bool lost_ = false;
 };
 
@@ -93,7 +105,8 @@ using pg_param = std::optional<std::string>;
 
 class pg_connection {
  public:
-  pg_connection(asio::io_context& io, std::string url);
+  // conninfo: a libpq connection string (connection_settings::conninfo()).
+  pg_connection(asio::io_context& io, std::string conninfo, pg_deadlines deadlines = {});
   ~pg_connection();
   pg_connection(const pg_connection&) = delete;
   pg_connection& operator=(const pg_connection&) = delete;
@@ -131,11 +144,16 @@ class pg_connection {
   // Waits until PQgetResult will not block.
   asio::awaitable<void> until_result(std::string_view statement);
   pg_error error_of(PGresult* r, std::string_view statement) const;
-  asio::awaitable<void> wait(bool for_write);
+  // Waits for the socket, at most until reply_by_.
+  asio::awaitable<void> wait(bool for_write, std::string_view statement);
+  // Starts the reply deadline of the statement about to be sent.
+  void arm();
   pg_error lost(std::string_view statement, std::string why = {});
 
   asio::io_context& io_;
   std::string url_;
+  pg_deadlines deadlines_;
+  std::chrono::steady_clock::time_point reply_by_{};  // max() when unbounded
   PGconn* conn_ = nullptr;
   std::unique_ptr<asio::posix::stream_descriptor> socket_;
   std::unordered_set<std::string_view> prepared_;  // catalog names: their storage is static

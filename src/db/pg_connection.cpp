@@ -1,4 +1,4 @@
-#include "worker/pg_connection.hpp"
+#include "db/pg_connection.hpp"
 
 #include <charconv>
 
@@ -16,9 +16,6 @@ using namespace boost::asio::experimental::awaitable_operators;
 using asio::use_awaitable;
 
 namespace {
-
-// libpq does not enforce connect_timeout on an asynchronous connect; we do.
-constexpr std::chrono::seconds k_connect_timeout{5};
 
 std::string trimmed(const char* text) {
   std::string s = text ? text : "";
@@ -53,7 +50,8 @@ int pg_rows::column(const char* name) const {
   return c;
 }
 
-pg_connection::pg_connection(asio::io_context& io, std::string url) : io_{io}, url_{std::move(url)} {}
+pg_connection::pg_connection(asio::io_context& io, std::string conninfo, pg_deadlines deadlines)
+    : io_{io}, url_{std::move(conninfo)}, deadlines_{deadlines} {}
 
 pg_connection::~pg_connection() { close(); }
 
@@ -87,7 +85,9 @@ asio::awaitable<void> pg_connection::connect() {
     close();
     throw e;
   }
-  const auto deadline = std::chrono::steady_clock::now() + k_connect_timeout;
+  // libpq does not enforce connect_timeout on an asynchronous connect; we do.
+  const auto deadline = deadlines_.connect.count() > 0 ? std::chrono::steady_clock::now() + deadlines_.connect
+                                                       : std::chrono::steady_clock::time_point::max();
   auto state = PGRES_POLLING_WRITING;
   while (state != PGRES_POLLING_OK) {
     if (state == PGRES_POLLING_FAILED) {
@@ -119,16 +119,32 @@ asio::awaitable<void> pg_connection::connect() {
   prepared_.clear();
 }
 
-asio::awaitable<void> pg_connection::wait(bool for_write) {
-  co_await socket_->async_wait(
-      for_write ? asio::posix::descriptor_base::wait_write : asio::posix::descriptor_base::wait_read,
-      use_awaitable);
+void pg_connection::arm() {
+  reply_by_ = deadlines_.reply.count() > 0 ? std::chrono::steady_clock::now() + deadlines_.reply
+                                           : std::chrono::steady_clock::time_point::max();
+}
+
+asio::awaitable<void> pg_connection::wait(bool for_write, std::string_view statement) {
+  const auto what = for_write ? asio::posix::descriptor_base::wait_write : asio::posix::descriptor_base::wait_read;
+  if (reply_by_ == std::chrono::steady_clock::time_point::max()) {
+    co_await socket_->async_wait(what, use_awaitable);
+    co_return;
+  }
+  asio::steady_timer timer{io_, reply_by_};
+  auto which = co_await (socket_->async_wait(what, asio::as_tuple(use_awaitable)) ||
+                         timer.async_wait(asio::as_tuple(use_awaitable)));
+  if (which.index() == 1) {
+    auto e = lost(statement, fmt::format("no reply within {} ms; the connection is given up", deadlines_.reply.count()));
+    close();
+    throw e;
+  }
 }
 
 asio::awaitable<void> pg_connection::prepare(const sql_statement& statement) {
   // Prepared on first use (like libpqxx): some catalog statements name
   // temporary tables that exist only inside the command that uses them.
   if (prepared_.contains(statement.name)) co_return;
+  arm();
   if (!PQsendPrepare(conn_, statement.name_str().c_str(), statement.text_str().c_str(), 0, nullptr))
     throw lost(statement.name);
   co_await finish(statement.name);
@@ -163,6 +179,7 @@ asio::awaitable<pg_rows> pg_connection::run_pipeline(queued last) {
   for (const auto& item : items)
     if (item.prepared) co_await prepare(*item.statement);
   const auto& name = items.back().statement->name;
+  arm();
   if (PQenterPipelineMode(conn_) != 1) throw lost(name, "cannot enter pipeline mode");
   for (const auto& item : items)
     if (!send(item)) throw lost(item.statement->name);
@@ -211,6 +228,7 @@ asio::awaitable<pg_rows> pg_connection::exec(const sql_statement& statement, std
   }
   co_await prepare(statement);
   const queued one{&statement, std::move(params), true};
+  arm();
   if (!send(one)) throw lost(statement.name);
   co_return co_await finish(statement.name);
 }
@@ -222,6 +240,7 @@ asio::awaitable<void> pg_connection::exec_simple(const sql_statement& statement)
     co_await run_pipeline(std::move(last));
     co_return;
   }
+  arm();
   if (!PQsendQuery(conn_, statement.text_str().c_str())) throw lost(statement.name);
   co_await finish(statement.name);
 }
@@ -231,13 +250,13 @@ asio::awaitable<void> pg_connection::flush(std::string_view statement) {
     const int f = PQflush(conn_);
     if (f == 0) break;
     if (f < 0) throw lost(statement);
-    co_await wait(true);
+    co_await wait(true, statement);
   }
 }
 
 asio::awaitable<void> pg_connection::until_result(std::string_view statement) {
   while (PQisBusy(conn_)) {
-    co_await wait(false);
+    co_await wait(false, statement);
     if (!PQconsumeInput(conn_)) throw lost(statement);
   }
 }
@@ -271,11 +290,16 @@ asio::awaitable<pg_rows> pg_connection::finish(std::string_view statement) {
 pg_error pg_connection::error_of(PGresult* r, std::string_view statement) const {
   const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
   std::string sqlstate = state ? state : "";
-  const std::string message = trimmed(PQresultErrorMessage(r));
+  // The primary message only: one line, without the statement's text
+  // ("LINE 24: ..."), fit for a log field and a dead-letter reason.
+  const char* primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+  const std::string message = primary ? std::string{primary} : trimmed(PQresultErrorMessage(r));
+  const char* constraint = PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME);
   const bool gone = PQstatus(conn_) == CONNECTION_BAD || sqlstate.empty() || sqlstate.starts_with("08") ||
                     sqlstate == "57P01" || sqlstate == "57P02" || sqlstate == "57P03";
   return pg_error{gone ? failure_kind::transient : classify_sqlstate(sqlstate), std::string{statement}, sqlstate, gone,
-                  fmt::format("{} failed: {} (SQLSTATE {})", statement, message, sqlstate)};
+                  fmt::format("{} failed: {} (SQLSTATE {})", statement, message, sqlstate)}
+      .with_constraint(constraint ? constraint : "");
 }
 
 bool pg_connection::take_notifications() {

@@ -1,0 +1,3 @@
+-- campaign_find: a campaign's id by name, without locking it.
+--   $1 = campaign name
+SELECT id FROM campaign WHERE name = $1;

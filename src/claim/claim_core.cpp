@@ -1,0 +1,249 @@
+#include "claim/claim_core.hpp"
+
+#include <algorithm>
+
+#include <boost/asio/co_spawn.hpp>
+#include <fmt/format.h>
+
+#include "common/failure.hpp"
+#include "sql_catalog.hpp"
+
+namespace voucherd {
+
+namespace {
+
+constexpr const char* k_unknown_campaign = "unknown campaign";
+constexpr const char* k_inactive_campaign = "campaign is not active (outside its start/end window)";
+constexpr const char* k_sold_out = "no free voucher left";
+
+std::string join_lines(std::span<const claim_request> requests, std::span<const std::size_t> members,
+                       std::string claim_request::*field) {
+  std::string out;
+  for (std::size_t k = 0; k < members.size(); ++k) {
+    if (k) out += '\n';
+    out += requests[members[k]].*field;
+  }
+  return out;
+}
+
+}  // namespace
+
+claim_outcome outcome_from_row(const claim_request& r, std::string_view status,
+                               std::optional<std::int64_t> voucher_id, std::string_view code) {
+  claim_outcome o;
+  o.campaign = r.campaign;
+  o.user_id = r.user_id;
+  o.message_id = r.message_id;
+  if (status == "inactive") {
+    o.status = claim_status::rejected;
+    o.reason = k_inactive_campaign;
+  } else if (status == "sold_out") {
+    o.status = claim_status::sold_out;
+    o.reason = k_sold_out;
+  } else {
+    o.status = status == "claimed" ? claim_status::claimed : claim_status::already_claimed;
+    o.voucher_id = voucher_id;
+    o.code = std::string{code};
+  }
+  return o;
+}
+
+claim_outcome unknown_campaign_outcome(const claim_request& r) {
+  return rejected_outcome(r.campaign, r.user_id, k_unknown_campaign, r.message_id);
+}
+
+bool free_mark_policy::should_advance(const campaign_progress& p) {
+  bool advance = p.highest_claimed - p.free_from > k_free_mark_gap;
+  if (p.saw_sold_out) {
+    // A sold-out claim walked from the mark to the end of the pool; move the
+    // mark past it, but at most once a second per campaign.
+    auto now = std::chrono::steady_clock::now();
+    const std::lock_guard lock{mutex_};
+    auto& last = last_sold_out_advance_[p.campaign_id];
+    if (now - last > std::chrono::seconds{1}) {
+      last = now;
+      advance = true;
+    }
+  }
+  return advance;
+}
+
+asio::awaitable<std::vector<claim_outcome>> claim_core::claim(pg_connection& conn,
+                                                              std::span<const claim_request> requests, bool batched,
+                                                              claim_progress& progress) {
+  std::vector<claim_outcome> out(requests.size());
+  // Valid requests, grouped by campaign in order of first appearance.
+  std::vector<std::pair<std::string, std::vector<std::size_t>>> groups;
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    const auto& r = requests[i];
+    if (auto problem = request_problem(r)) {
+      out[i] = rejected_outcome(r.campaign, r.user_id, *problem, r.message_id);
+      continue;
+    }
+    auto g = std::find_if(groups.begin(), groups.end(), [&](const auto& x) { return x.first == r.campaign; });
+    if (g == groups.end()) groups.push_back({r.campaign, {i}});
+    else g->second.push_back(i);
+  }
+  for (const auto& [campaign, members] : groups) {
+    std::vector<std::size_t> suspected;
+    co_await claim_pass(conn, requests, members, batched, false, out, progress, suspected);
+    if (suspected.empty()) continue;
+    // Wait for the holders of the free vouchers SKIP LOCKED passed over, then
+    // claim again: claim_wait_free goes out in the same round trip.
+    std::vector<pg_param> wait_params{campaign, std::to_string(suspected.size())};
+    conn.defer(sql::claim_wait_free, std::move(wait_params));
+    std::vector<std::size_t> sold_out;
+    co_await claim_pass(conn, requests, suspected, batched, true, out, progress, sold_out);
+  }
+  co_return out;
+}
+
+asio::awaitable<void> claim_core::claim_pass(pg_connection& conn, std::span<const claim_request> requests,
+                                             const std::vector<std::size_t>& members, bool batched, bool final,
+                                             std::vector<claim_outcome>& out, claim_progress& progress,
+                                             std::vector<std::size_t>& sold_out) {
+  const std::string final_text = final ? "true" : "false";
+  auto note = [&](const pg_rows& rows, int row, std::size_t i) {
+    const auto& o = out[i];
+    auto& p = progress[requests[i].campaign];
+    p.campaign_id = rows.int64(row, rows.column("campaign_id"));
+    p.free_from = rows.int64(row, rows.column("free_from"));
+    if (o.status == claim_status::claimed) p.highest_claimed = std::max(p.highest_claimed, *o.voucher_id);
+    if (o.status == claim_status::sold_out) {
+      p.saw_sold_out = true;
+      sold_out.push_back(i);
+    }
+  };
+  auto read = [&](const pg_rows& rows, int row, std::size_t i) {
+    const int status = rows.column("status"), voucher = rows.column("voucher_id"), code = rows.column("code");
+    out[i] = outcome_from_row(requests[i], rows.text(row, status), rows.opt_int64(row, voucher),
+                              rows.is_null(row, code) ? "" : rows.text(row, code));
+    note(rows, row, i);
+  };
+  if (!batched || members.size() == 1) {
+    for (auto i : members) {
+      const auto& r = requests[i];
+      // Named, not a braced temporary inside co_await: GCC 12 destroys those twice.
+      std::vector<pg_param> params{r.campaign, r.user_id, r.message_id, final_text};
+      auto rows = co_await conn.exec(sql::claim_one, std::move(params));
+      if (rows.empty()) out[i] = unknown_campaign_outcome(r);
+      else read(rows, 0, i);
+    }
+    co_return;
+  }
+  const std::span<const std::size_t> all{members};
+  for (std::size_t start = 0; start < all.size(); start += k_max_statement_batch) {
+    const auto chunk = all.subspan(start, std::min(k_max_statement_batch, all.size() - start));
+    const auto& campaign = requests[chunk.front()].campaign;
+    std::vector<pg_param> params{campaign, join_lines(requests, chunk, &claim_request::user_id),
+                                 join_lines(requests, chunk, &claim_request::message_id), final_text};
+    auto rows = co_await conn.exec(sql::claim_batch, std::move(params));
+    if (rows.empty()) {
+      for (auto i : chunk) out[i] = unknown_campaign_outcome(requests[i]);
+      continue;
+    }
+    if (static_cast<std::size_t>(rows.size()) != chunk.size())
+      throw voucherd_error{failure_kind::internal,
+                           fmt::format("claim_batch returned {} rows for {} users", rows.size(), chunk.size())};
+    for (std::size_t k = 0; k < chunk.size(); ++k) read(rows, static_cast<int>(k), chunk[k]);
+  }
+}
+
+asio::awaitable<void> claim_core::advance_marks(pg_connection& conn, const claim_progress& progress) {
+  for (const auto& [name, p] : progress) {
+    if (!marks_.should_advance(p)) continue;
+    // The mark is an optimisation and the claims have committed: a failure
+    // here only ends this transaction; a lost connection is the caller's.
+    bool failed = false;
+    conn.defer_simple(sql::worker_begin);
+    try {
+      std::vector<pg_param> params{std::to_string(p.campaign_id)};
+      const auto locked = co_await conn.exec(sql::lock_campaign_nowait, params);
+      if (!locked.empty()) co_await conn.exec(sql::advance_free_mark, std::move(params));
+      co_await conn.exec_simple(sql::worker_commit);
+    } catch (const pg_error& e) {
+      if (e.lost_connection()) throw;
+      failed = true;
+    }
+    if (failed) co_await conn.rollback();
+  }
+}
+
+blocking_claimer::blocking_claimer(std::string conninfo, pg_deadlines deadlines)
+    : conn_{io_, std::move(conninfo), deadlines} {}
+
+blocking_claimer::~blocking_claimer() = default;
+
+namespace {
+
+// Runs a coroutine on io to completion and returns its result or rethrows.
+template <typename T>
+T run_to_completion(asio::io_context& io, asio::awaitable<T> work) {
+  std::optional<T> result;
+  std::exception_ptr error;
+  asio::co_spawn(io, std::move(work), [&](std::exception_ptr e, T value) {
+    if (e) error = e;
+    else result = std::move(value);
+  });
+  io.restart();
+  io.run();
+  if (error) std::rethrow_exception(error);
+  return std::move(*result);
+}
+
+}  // namespace
+
+std::optional<std::vector<claim_outcome>> blocking_claimer::transaction(std::span<const claim_request> requests,
+                                                                        bool batched, std::string& last_error) {
+  auto once = [&]() -> asio::awaitable<std::vector<claim_outcome>> {
+    if (!conn_.is_open()) co_await conn_.connect();
+    claim_progress progress;
+    std::vector<claim_outcome> outcomes;
+    std::exception_ptr failure;
+    conn_.defer_simple(sql::worker_begin);
+    try {
+      outcomes = co_await core_.claim(conn_, requests, batched, progress);
+      co_await conn_.exec_simple(sql::worker_commit);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    if (failure) {
+      if (conn_.is_open()) co_await conn_.rollback();
+      std::rethrow_exception(failure);
+    }
+    co_await core_.advance_marks(conn_, progress);
+    co_return outcomes;
+  };
+  for (int attempt = 1; attempt <= k_max_claim_attempts; ++attempt) {
+    try {
+      return run_to_completion(io_, once());
+    } catch (const pg_error& e) {
+      if (!e.worth_retrying()) throw;
+      last_error = e.what();
+    }
+  }
+  return std::nullopt;
+}
+
+claim_outcome blocking_claimer::claim(const claim_request& request) {
+  std::string last_error;
+  auto outcomes = transaction(std::span{&request, 1}, false, last_error);
+  if (!outcomes)
+    throw voucherd_error{failure_kind::transient,
+                         fmt::format("claim retried {} times: {}", k_max_claim_attempts, last_error)};
+  return outcomes->front();
+}
+
+std::vector<claim_outcome> blocking_claimer::claim_batch(std::span<const claim_request> requests) {
+  if (requests.empty()) return {};
+  std::string last_error;
+  if (auto outcomes = transaction(requests, true, last_error)) return std::move(*outcomes);
+  // Users of this batch keep being claimed elsewhere at the same moment, a
+  // different one each attempt. Alone, each converges (already_claimed).
+  std::vector<claim_outcome> out;
+  out.reserve(requests.size());
+  for (const auto& r : requests) out.push_back(claim(r));
+  return out;
+}
+
+}  // namespace voucherd

@@ -1,0 +1,64 @@
+#pragma once
+// How every Postgres connection of voucherd is opened: the operator's URL (or
+// libpq's PG* variables) plus the bounds that keep a claim service from
+// waiting forever (SPEC I8). Nothing of voucherd waits on the database
+// without one of these:
+//  - statement_timeout, lock_timeout, idle_in_transaction_session_timeout:
+//    enforced by the server, sent as startup options;
+//  - connect_timeout and TCP keepalives: enforced by libpq and the kernel, for
+//    a server or a network that went away;
+//  - reply_deadline(): enforced by the client, for a backend that stopped
+//    answering while its socket stays open (a SIGSTOPped or wedged process,
+//    which keepalives cannot see).
+// Settings the URL gives explicitly win over these defaults; `options` are
+// merged, the URL's last, so its -c settings win too.
+#include <chrono>
+#include <string>
+
+namespace voucherd {
+
+struct connection_settings {
+  // Defaults for the claim path (claim, claim-batch, worker, notify): a
+  // claim takes milliseconds, so seconds mean something is wrong.
+  static constexpr std::chrono::milliseconds k_claim_statement_timeout{5000};
+  static constexpr std::chrono::milliseconds k_claim_lock_timeout{2000};
+  // Defaults for maintenance (migrate, import, generate): a large import may
+  // run for minutes and may queue behind another import's lock.
+  static constexpr std::chrono::milliseconds k_maintenance_statement_timeout{0};
+  static constexpr std::chrono::milliseconds k_maintenance_lock_timeout{30000};
+  static constexpr std::chrono::milliseconds k_default_idle_in_transaction_timeout{10000};
+  static constexpr std::chrono::milliseconds k_default_connect_timeout{5000};
+  // TCP keepalives: a dead peer is noticed after about idle + interval * count.
+  static constexpr int k_keepalives_idle_s = 10;
+  static constexpr int k_keepalives_interval_s = 5;
+  static constexpr int k_keepalives_count = 3;
+  // How much longer than statement_timeout the client waits for a reply
+  // before it gives the connection up.
+  static constexpr std::chrono::milliseconds k_reply_margin{2000};
+
+  std::string url;  // "" = libpq's PG* variables
+  std::string application_name = "voucherd";
+  // 0 disables a timeout (then the server default applies: none).
+  std::chrono::milliseconds statement_timeout = k_claim_statement_timeout;
+  std::chrono::milliseconds lock_timeout = k_claim_lock_timeout;
+  std::chrono::milliseconds idle_in_transaction_timeout = k_default_idle_in_transaction_timeout;
+  std::chrono::milliseconds connect_timeout = k_default_connect_timeout;
+
+  // The libpq connection string: the URL's settings merged with the above.
+  // Throws voucherd_error(usage) when the URL cannot be parsed.
+  std::string conninfo() const;
+  // How long the client waits for any one reply; 0 = forever (only when
+  // statement_timeout is disabled).
+  std::chrono::milliseconds reply_deadline() const;
+};
+
+// The client-side bounds of an asynchronous connection (pg_connection); zero
+// = no bound.
+struct pg_deadlines {
+  std::chrono::milliseconds connect = connection_settings::k_default_connect_timeout;
+  std::chrono::milliseconds reply = connection_settings::k_claim_statement_timeout + connection_settings::k_reply_margin;
+
+  static pg_deadlines of(const connection_settings& s) { return {s.connect_timeout, s.reply_deadline()}; }
+};
+
+}  // namespace voucherd
