@@ -355,7 +355,7 @@ asio::awaitable<void> worker::impl::claimer(asio::io_context& ctx, message_sourc
         continue;
       }
     }
-    std::vector<delivery> batch;
+    std::vector<delivery> batch, suspects;
     std::chrono::milliseconds pause{0};
     transaction_result result;
     try {
@@ -370,7 +370,14 @@ asio::awaitable<void> worker::impl::claimer(asio::io_context& ctx, message_sourc
         co_await src.wait_for_work(conn);
         continue;
       }
-      result = co_await finish_transaction(conn, src, batch, started);
+      // A message that failed alone before is only ever tried alone again,
+      // each try counted: it never fails a batch twice.
+      const auto healthy_end = std::stable_partition(batch.begin(), batch.end(),
+                                                     [](const delivery& d) { return d.attempts == 0; });
+      suspects.assign(std::make_move_iterator(healthy_end), std::make_move_iterator(batch.end()));
+      batch.erase(healthy_end, batch.end());
+      if (batch.empty()) co_await conn.rollback();  // releases the suspects for isolate() to take again
+      else result = co_await finish_transaction(conn, src, batch, started);
     } catch (const std::exception& e) {
       // The take or the idle wait failed: nothing was claimed.
       result = {ending::unavailable, e.what()};
@@ -401,6 +408,15 @@ asio::awaitable<void> worker::impl::claimer(asio::io_context& ctx, message_sourc
                  {{"claimer", claimer_name}, {"error", result.error}, {"messages", batch.size()}});
         pause = co_await isolate(conn, src, std::move(batch), result.error, retry, true);
         break;
+    }
+    if (!suspects.empty()) {
+      if (result.how == ending::unavailable) {
+        src.abandoned(std::move(suspects), true);
+      } else {
+        const auto more = co_await isolate(conn, src, std::move(suspects),
+                                           "its claim failed on every earlier try", retry, true);
+        pause = std::max(pause, more);
+      }
     }
     if (pause.count() > 0) co_await sleep_for(pause);
   }
