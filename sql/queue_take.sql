@@ -5,7 +5,7 @@
 -- waiting; the row lock lasts until the transaction that also claims and
 -- marks them done commits, or is dropped with it on a crash, when the
 -- message becomes pending again (exactly-once effect). lag_s feeds the
--- queue-lag metric; attempts counts its tries alone (queue_count_attempt).
+-- queue-lag metric; attempts counts its tries alone (queue_note_attempt).
 SELECT id, body,
        extract(epoch FROM clock_timestamp() - enqueued_at)::float8 AS lag_s,
        attempts

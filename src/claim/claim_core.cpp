@@ -218,6 +218,7 @@ std::optional<std::vector<claim_outcome>> blocking_claimer::transaction(std::spa
     try {
       return run_to_completion(io_, once());
     } catch (const pg_error& e) {
+      if (e.lost_connection()) conn_.close();  // the next call connects afresh
       if (!e.worth_retrying()) throw;
       last_error = e.what();
     }

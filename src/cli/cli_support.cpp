@@ -43,11 +43,15 @@ std::chrono::milliseconds pick_ms(long flag, const char* env_name, std::chrono::
     if (!env || !*env) return fallback;
     char* end = nullptr;
     value = std::strtol(env, &end, 10);
-    if (*end != '\0' || value < 0)
-      throw voucherd_error{failure_kind::usage, fmt::format("{} must be a number of milliseconds >= 0, got '{}'",
+    if (*end != '\0')
+      throw voucherd_error{failure_kind::usage, fmt::format("{} must be a number of milliseconds, got '{}'",
                                                             env_name, env)};
   }
-  if (value < 0) throw voucherd_error{failure_kind::usage, fmt::format("--{} must be >= 0", option)};
+  // The server takes an int of milliseconds; a day is more than any wait here should be.
+  constexpr long k_max_ms = 86'400'000;
+  if (value < 0 || value > k_max_ms)
+    throw voucherd_error{failure_kind::usage,
+                         fmt::format("--{} (or {}) must be 0..{} milliseconds, got {}", option, env_name, k_max_ms, value)};
   return std::chrono::milliseconds{value};
 }
 

@@ -77,7 +77,7 @@ int run_bench(const args& a) {
                 "[--lock-ttl-ms T] [--pause-ms X] [--redis-nodes URLS] [--compare] [--json]",
              desc, {}, vm))
     return k_exit_ok;
-  base.database_url = resolve_common(url_flag, "bench").database_url;
+  base.database_url = resolve_common(url_flag, "bench", db_profile::maintenance).database_url;
   base.work = std::chrono::milliseconds{work_ms};
   base.jitter = std::chrono::milliseconds{jitter_ms};
   base.lock_ttl = std::chrono::milliseconds{ttl_ms};
@@ -165,7 +165,7 @@ int run_bench_pod(const args& a) {
   po::variables_map vm;
   if (!parse(a, "voucherd bench-pod (started by voucherd bench)", desc, {}, vm)) return k_exit_ok;
   if (c.pods < 1 || c.pod < 0 || c.pod >= c.pods) throw voucherd_error{failure_kind::usage, "bad --pod/--pods"};
-  c.database_url = resolve_common(url_flag, "bench").database_url;
+  c.database_url = resolve_common(url_flag, "bench", db_profile::maintenance).database_url;
   c.options.redis_nodes = parse_redis_nodes(redis_nodes);
   c.options.work = std::chrono::milliseconds{work_ms};
   c.options.jitter = std::chrono::milliseconds{jitter_ms};

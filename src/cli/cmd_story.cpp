@@ -165,7 +165,7 @@ int run_story(const args& a) {
     return k_exit_ok;
   if (work_ms < 0 || delay_ms < 0)
     throw voucherd_error{failure_kind::usage, "--work-ms and --release-delay-ms must be >= 0"};
-  const auto url = resolve_common(url_flag, "story").database_url;
+  const auto url = resolve_common(url_flag, "story", db_profile::maintenance).database_url;
   auto nodes = parse_redis_nodes(redis_nodes);
   db_session db{url};
   apply_migrations(db.conn(), embedded_migrations());

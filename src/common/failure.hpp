@@ -43,7 +43,8 @@ failure_kind classify(const std::exception& e);
 // Transient: connection (08), rollback (40), resources (53), operator
 // intervention and timeouts (57: statement_timeout, shutdown), system (58),
 // and lock_not_available (55P03: lock_timeout ran out). A retry later can
-// change the outcome of all of these; of nothing else.
+// change the outcome of all of these; of nothing else. Rejected: data
+// exceptions (22), integrity violations (23) and P0001 (RAISE EXCEPTION).
 failure_kind classify_sqlstate(const std::string& sqlstate);
 
 // The one retry rule of the claim path: whether running the failed
@@ -54,6 +55,17 @@ failure_kind classify_sqlstate(const std::string& sqlstate);
 // answers already_claimed with its code. Other transient failures are
 // retried after a backoff; the rest are not retried.
 bool retry_at_once(const std::string& sqlstate, const std::string& constraint);
+
+// Whether a database error is about the message rather than the database:
+// a data exception (22), an integrity violation (23) other than a racing
+// duplicate of the same user, or an exception a trigger or function raised
+// (P0001, e.g. an operator refusing a user). Only such an error makes a
+// message poison; a database that is read-only, lacks a table or a
+// permission, or fails internally fails every message alike.
+bool refuses_message(const std::string& sqlstate, const std::string& constraint);
+// statement_timeout (57014) or lock_timeout (55P03) ran out: the database is
+// slow or a lock is held, or this message's claim is what is slow.
+bool is_timeout(const std::string& sqlstate);
 
 // The name of the index that makes a second claim of the same user fail.
 inline constexpr const char* k_owner_constraint = "voucher_item_owner_key";

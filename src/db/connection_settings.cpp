@@ -2,8 +2,11 @@
 
 #include <libpq-fe.h>
 
+#include <cstdlib>
 #include <map>
 #include <memory>
+#include <optional>
+#include <regex>
 
 #include <fmt/format.h>
 
@@ -28,7 +31,7 @@ std::string whole_seconds(std::chrono::milliseconds d) { return std::to_string((
 
 }  // namespace
 
-std::string connection_settings::conninfo() const {
+std::map<std::string, std::string> connection_settings::merged() const {
   std::map<std::string, std::string> given;
   if (!url.empty()) {
     char* error = nullptr;
@@ -42,6 +45,18 @@ std::string connection_settings::conninfo() const {
     }
     for (auto* o = parsed.get(); o->keyword; ++o)
       if (o->val) given[o->keyword] = o->val;
+  }
+  // libpq's environment (PGOPTIONS, PGAPPNAME, PGCONNECT_TIMEOUT, ...)
+  // stands where the URL is silent, as it would without us: writing our
+  // defaults into the string would otherwise override it.
+  {
+    std::unique_ptr<PQconninfoOption, decltype(&PQconninfoFree)> defaults{PQconndefaults(), &PQconninfoFree};
+    for (auto* o = defaults.get(); o && o->keyword; ++o) {
+      const std::string key = o->keyword;
+      if (o->val && o->envvar && std::getenv(o->envvar) &&
+          (key == "options" || key == "application_name" || key == "connect_timeout" || key.starts_with("keepalives")))
+        given.try_emplace(key, o->val);
+    }
   }
   auto settings = given;
   auto fallback = [&](const char* key, std::string value) { settings.try_emplace(key, std::move(value)); };
@@ -58,17 +73,45 @@ std::string connection_settings::conninfo() const {
                                     idle_in_transaction_timeout.count());
   if (auto it = given.find("options"); it != given.end() && !it->second.empty()) options += " " + it->second;
   settings["options"] = options;
+  return settings;
+}
+
+std::string connection_settings::conninfo() const {
   std::string out;
-  for (const auto& [key, value] : settings) {
+  for (const auto& [key, value] : merged()) {
     if (!out.empty()) out += ' ';
     out += key + "=" + quoted(value);
   }
   return out;
 }
 
+namespace {
+
+// The statement_timeout the server will apply: the last -c setting of the
+// options (ours come first; the URL's or PGOPTIONS' later ones win). An
+// integer is milliseconds; ms, s, min and h units are read; nullopt when
+// absent or unreadable.
+std::optional<std::chrono::milliseconds> statement_timeout_of(const std::string& options) {
+  static const std::regex k_setting{R"(statement_timeout\s*=\s*'?([0-9]+)\s*(ms|s|min|h)?)"};
+  std::optional<std::chrono::milliseconds> last;
+  for (auto it = std::sregex_iterator(options.begin(), options.end(), k_setting); it != std::sregex_iterator(); ++it) {
+    const long long n = std::stoll((*it)[1].str());
+    const std::string unit = (*it)[2].str();
+    const long long factor = unit == "s" ? 1000 : unit == "min" ? 60000 : unit == "h" ? 3600000 : 1;
+    last = std::chrono::milliseconds{n * factor};
+  }
+  return last;
+}
+
+}  // namespace
+
 std::chrono::milliseconds connection_settings::reply_deadline() const {
-  if (statement_timeout.count() <= 0) return std::chrono::milliseconds{0};
-  return statement_timeout + k_reply_margin;
+  const auto settings = merged();
+  const auto it = settings.find("options");
+  const auto effective = statement_timeout_of(it == settings.end() ? std::string{} : it->second);
+  const auto timeout = effective.value_or(statement_timeout);
+  if (timeout.count() <= 0) return std::chrono::milliseconds{0};
+  return timeout + k_reply_margin;
 }
 
 }  // namespace voucherd

@@ -13,6 +13,7 @@
 // Settings the URL gives explicitly win over these defaults; `options` are
 // merged, the URL's last, so its -c settings win too.
 #include <chrono>
+#include <map>
 #include <string>
 
 namespace voucherd {
@@ -47,9 +48,15 @@ struct connection_settings {
   // The libpq connection string: the URL's settings merged with the above.
   // Throws voucherd_error(usage) when the URL cannot be parsed.
   std::string conninfo() const;
-  // How long the client waits for any one reply; 0 = forever (only when
-  // statement_timeout is disabled).
+  // How long the client waits for the reply to any one statement: the
+  // statement timeout the server applies (the URL's or PGOPTIONS' own, when
+  // they set one) plus k_reply_margin; 0 = forever (statement_timeout off).
   std::chrono::milliseconds reply_deadline() const;
+
+ private:
+  // Every setting by libpq keyword: the URL's, then libpq's environment,
+  // then ours.
+  std::map<std::string, std::string> merged() const;
 };
 
 // The client-side bounds of an asynchronous connection (pg_connection); zero

@@ -195,6 +195,7 @@ asio::awaitable<pg_rows> pg_connection::run_pipeline(queued last) {
     PGresult* r = PQgetResult(conn_);
     if (!r) {
       if (++index > items.size() || PQstatus(conn_) == CONNECTION_BAD) throw lost(name);
+      arm();  // the server times each statement on its own; so does the client
       continue;
     }
     switch (PQresultStatus(r)) {

@@ -30,7 +30,8 @@ struct delivery {
   bool oversized = false;          // the message was longer than k_max_message_bytes
   std::uint64_t seq = 0;           // arrival order (stdin prints outcomes in this order)
   int deliveries = 1;              // how often the queue handed it out (redis)
-  int attempts = 0;                // tries alone after its claim failed (message_source::count_attempt)
+  int attempts = 0;                // tries alone since its claim failed (message_source::note_attempt)
+  std::string last_error;          // why its last try failed, when it did
   std::optional<std::string> poison;  // set by a source to reject without parsing (too many deliveries)
   double lag_seconds = 0;          // time spent on the queue, when the source knows it
   bool dead_lettered = false;      // set while recording: this delivery was dead-lettered now

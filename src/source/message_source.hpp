@@ -15,12 +15,15 @@
 // (or died with its connection) and abandoned() gives the deliveries back to
 // be taken again.
 //
-// Poison isolation: when a batch fails with an error no retry can fix, the
-// claimer splits it and tries each delivery alone: count_attempt() first
-// (where it survives a crash), then a transaction of its own that takes it
-// again with retake(). A delivery whose tries alone reach --max-deliveries
-// is recorded as rejected with the database's error (record(), committed(),
-// as for any rejected message) instead of being tried again. Because claims are idempotent per user (and per message id)
+// Poison isolation: when a batch fails with an error about one of its
+// messages (see refuses_message and is_timeout in common/failure.hpp), the
+// claimer splits it and tries each delivery alone, in a transaction of its
+// own that takes it again with retake(). A delivery that fails alone becomes
+// a suspect (note_attempt counts the try); a suspect is only ever tried
+// alone, each try counted by note_attempt() before it runs (where the count
+// survives a crash), and once its tries reach --max-deliveries it is recorded
+// as rejected with the database's last error (record(), committed(), as for
+// any rejected message) instead of being tried again. Because claims are idempotent per user (and per message id)
 // a delivery that is taken twice still has one effect. The window between
 // commit and acknowledgement is the one place a message can be delivered
 // again after its effect happened; the claim statement answers such a
@@ -63,11 +66,16 @@ class message_source {
   // than a retry-at-once failure; a push source answers its client then.
   virtual void abandoned(std::vector<delivery> batch, bool unavailable) = 0;
 
-  // Counts a try alone of a delivery about to be retried alone; returns the
-  // tries so far, this one included, or 0 when the delivery is no longer
-  // this claimer's to try (done, or held by another claimer). Runs outside
-  // any transaction. The in-memory sources count on the delivery.
-  virtual asio::awaitable<int> count_attempt(pg_connection&, delivery& d) { co_return ++d.attempts; }
+  // Adds `tries` (0 or 1) to a delivery's tries alone and keeps `error` as
+  // its last error (when given); returns the tries so far (and sets
+  // d.attempts, d.last_error), or 0 when the delivery is no longer this
+  // claimer's (done, or held by another claimer). Runs outside any
+  // transaction. The in-memory sources keep both on the delivery.
+  virtual asio::awaitable<int> note_attempt(pg_connection&, delivery& d, int tries, std::optional<std::string> error) {
+    d.attempts += tries;
+    if (error) d.last_error = std::move(*error);
+    co_return d.attempts;
+  }
   // Takes deliveries of a split batch again, inside a new transaction; the
   // ones returned are this claimer's. The in-memory sources hold them still.
   virtual asio::awaitable<std::vector<delivery>> retake(pg_connection&, std::vector<delivery> batch) {

@@ -72,10 +72,13 @@ asio::awaitable<std::vector<delivery>> pg_queue_source::take(pg_connection& conn
   co_return deliveries_of(co_await conn.exec(sql::queue_take, std::move(params)));
 }
 
-asio::awaitable<int> pg_queue_source::count_attempt(pg_connection& conn, delivery& d) {
-  std::vector<pg_param> params{d.id};
-  const auto rows = co_await conn.exec(sql::queue_count_attempt, std::move(params));
-  d.attempts = rows.empty() ? 0 : static_cast<int>(rows.int64(0, 0));
+asio::awaitable<int> pg_queue_source::note_attempt(pg_connection& conn, delivery& d, int tries,
+                                                   std::optional<std::string> error) {
+  std::vector<pg_param> params{d.id, std::to_string(tries), std::move(error)};
+  const auto rows = co_await conn.exec(sql::queue_note_attempt, std::move(params));
+  if (rows.empty()) co_return 0;
+  d.attempts = static_cast<int>(rows.int64(0, 0));
+  if (!rows.is_null(0, 1)) d.last_error = std::string{rows.text(0, 1)};
   co_return d.attempts;
 }
 

@@ -30,7 +30,8 @@ class pg_queue_source final : public message_source {
                                const std::vector<claim_outcome>& outcomes) override;
   void committed(std::vector<delivery>&, const std::vector<claim_outcome>&) override {}
   void abandoned(std::vector<delivery>, bool) override {}
-  asio::awaitable<int> count_attempt(pg_connection& conn, delivery& d) override;
+  asio::awaitable<int> note_attempt(pg_connection& conn, delivery& d, int tries,
+                                    std::optional<std::string> error) override;
   asio::awaitable<std::vector<delivery>> retake(pg_connection& conn, std::vector<delivery> batch) override;
 };
 

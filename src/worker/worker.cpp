@@ -43,8 +43,9 @@ asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
 enum class ending {
   committed,
   retry_at_once,  // a concurrent duplicate committed first, a deadlock: run it again
-  unavailable,    // the database cannot be used now: back off (reconnect when lost)
-  poisoned,       // an error no retry fixes: split the batch, try each alone
+  unavailable,    // the database cannot be used now (lost, read-only, ...): back off, blame no message
+  timed_out,      // a statement or lock wait ran out: the database is slow, or one message is
+  refused,        // the database refused a message (a constraint, a trigger): that message is poison
 };
 
 struct transaction_result {
@@ -92,19 +93,30 @@ struct worker::impl {
   // committed and moves the free marks.
   asio::awaitable<transaction_result> finish_transaction(pg_connection& conn, message_source& src,
                                                          std::vector<delivery>& batch, clock_type::time_point started);
-  // Records `outcomes` for deliveries the claim never reached (or that are
-  // given up), in a transaction of their own.
-  asio::awaitable<void> record_only(pg_connection& conn, message_source& src, std::vector<delivery> batch,
-                                    std::vector<claim_outcome> outcomes);
-  // Tries each delivery of a batch that failed alone, each in a transaction
-  // of its own. suspect: the batch failed with an error no retry fixes (poison
-  // isolation: every try alone is counted, and a delivery whose tries reach
-  // max_deliveries is rejected); otherwise it kept colliding with concurrent
-  // claims of its users, and alone each converges. Returns a pause for the
-  // claimer (a backoff after a failure).
-  asio::awaitable<std::chrono::milliseconds> isolate(pg_connection& conn, message_source& src,
-                                                     std::vector<delivery> batch, const std::string& error,
-                                                     backoff& retry, bool suspect);
+  // One delivery in a transaction of its own (taken again with retake).
+  asio::awaitable<transaction_result> try_alone(pg_connection& conn, message_source& src, delivery& d);
+  // Splits a batch that failed for one of its messages (or kept colliding
+  // with concurrent claims of its users) and tries each delivery alone.
+  // Returns a pause for the claimer.
+  asio::awaitable<std::chrono::milliseconds> split(pg_connection& conn, message_source& src,
+                                                   std::vector<delivery> batch, backoff& retry);
+  // Suspects are only ever tried alone, each try counted before it runs.
+  asio::awaitable<std::chrono::milliseconds> try_suspects(pg_connection& conn, message_source& src,
+                                                          std::vector<delivery> suspects, backoff& retry);
+  // A delivery whose try alone failed for its own sake: counts the try
+  // (unless counted before it ran), then gives it back, or gives it up.
+  asio::awaitable<std::chrono::milliseconds> blame(pg_connection& conn, message_source& src, delivery d,
+                                                   const std::string& error, bool counted, backoff& retry);
+  // Records a rejected outcome for a delivery the claim never reached, in a
+  // transaction of its own.
+  asio::awaitable<void> give_up(pg_connection& conn, message_source& src, delivery d);
+  // Gives deliveries back after the database turned out unusable.
+  void give_back(message_source& src, std::vector<delivery>& batch, std::size_t from);
+
+  // Committed claim transactions of this worker: when other messages commit
+  // while one keeps timing out, the message is what is slow.
+  std::atomic<std::uint64_t> commits{0};
+
   void stop(const char* why);
   void claimer_done();
   void stop_all_contexts();
@@ -175,12 +187,14 @@ asio::awaitable<transaction_result> worker::impl::finish_transaction(pg_connecti
   } catch (const pg_error& e) {
     result.error = e.what();
     if (e.worth_retrying()) result.how = ending::retry_at_once;
-    else if (e.lost_connection() || e.kind() == failure_kind::transient) result.how = ending::unavailable;
-    else result.how = ending::poisoned;
+    else if (e.lost_connection()) result.how = ending::unavailable;
+    else if (is_timeout(e.sqlstate())) result.how = ending::timed_out;
+    else if (refuses_message(e.sqlstate(), e.constraint())) result.how = ending::refused;
+    else result.how = ending::unavailable;
     if (e.lost_connection()) conn.close();
   } catch (const std::exception& e) {
     result.error = e.what();
-    result.how = ending::poisoned;
+    result.how = ending::unavailable;
   }
   if (result.how != ending::committed) {
     if (in_transaction && conn.is_open()) {
@@ -192,6 +206,7 @@ asio::awaitable<transaction_result> worker::impl::finish_transaction(pg_connecti
     }
     co_return result;
   }
+  ++commits;
   // Committed: only now may the source acknowledge.
   const double seconds = std::chrono::duration<double>(clock_type::now() - started).count();
   double lag = 0;
@@ -204,108 +219,179 @@ asio::awaitable<transaction_result> worker::impl::finish_transaction(pg_connecti
   src.committed(batch, outcomes);
   try {
     co_await core.advance_marks(conn, progress);
-  } catch (const pg_error&) {
-    conn.close();  // lost: the claims committed; the next loop reconnects
+  } catch (const std::exception&) {
+    conn.close();  // the claims committed; the next loop reconnects
   }
   co_return result;
 }
 
-asio::awaitable<std::chrono::milliseconds> worker::impl::isolate(pg_connection& conn, message_source& src,
-                                                                 std::vector<delivery> batch,
-                                                                 const std::string& error, backoff& retry,
-                                                                 bool suspect) {
+void worker::impl::give_back(message_source& src, std::vector<delivery>& batch, std::size_t from) {
+  if (from >= batch.size()) return;
+  std::vector<delivery> rest(std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(from)),
+                             std::make_move_iterator(batch.end()));
+  src.abandoned(std::move(rest), true);
+}
+
+asio::awaitable<transaction_result> worker::impl::try_alone(pg_connection& conn, message_source& src, delivery& d) {
+  std::vector<delivery> alone;
+  std::optional<transaction_result> failed;
+  try {
+    conn.defer_simple(sql::worker_begin);
+    const auto started = clock_type::now();
+    std::vector<delivery> one{d};
+    alone = co_await src.retake(conn, std::move(one));
+    if (alone.empty()) {
+      co_await conn.rollback();  // done or taken by another claimer meanwhile
+      co_return transaction_result{};
+    }
+    alone.front().attempts = d.attempts;
+    alone.front().last_error = d.last_error;
+    auto result = co_await finish_transaction(conn, src, alone, started);
+    co_return result;
+  } catch (const std::exception& e) {
+    failed = transaction_result{ending::unavailable, e.what()};
+  }
+  conn.close();  // the state of the transaction is unknown: start afresh
+  co_return *failed;
+}
+
+asio::awaitable<std::chrono::milliseconds> worker::impl::blame(pg_connection& conn, message_source& src, delivery d,
+                                                               const std::string& error, bool counted,
+                                                               backoff& retry) {
+  int attempts = 0;
+  try {
+    attempts = co_await src.note_attempt(conn, d, counted ? 0 : 1, error);
+  } catch (const std::exception& e) {
+    conn.close();
+    std::vector<delivery> back{std::move(d)};
+    src.abandoned(std::move(back), true);
+    co_return retry.next();
+  }
+  if (attempts == 0) co_return std::chrono::milliseconds{0};  // no longer ours
+  if (attempts >= config.max_deliveries) {
+    co_await give_up(conn, src, std::move(d));
+    co_return std::chrono::milliseconds{0};
+  }
+  log_json(log_level::warn, "a message failed alone; it will be tried alone again",
+           {{"message_id", d.id}, {"attempts", attempts}, {"max_deliveries", config.max_deliveries},
+            {"error", error}});
+  std::vector<delivery> back{std::move(d)};
+  src.abandoned(std::move(back), false);
+  co_return retry.next();
+}
+
+asio::awaitable<std::chrono::milliseconds> worker::impl::split(pg_connection& conn, message_source& src,
+                                                               std::vector<delivery> batch, backoff& retry) {
+  const auto commits_before = commits.load();
+  std::vector<std::pair<delivery, std::string>> timed_out;
   std::chrono::milliseconds pause{0};
-  std::string last_error = error;
   for (std::size_t k = 0; k < batch.size(); ++k) {
-    auto& d = batch[k];
     if (!conn.is_open()) {
-      // Lost meanwhile: the rest goes back to the source.
-      std::vector<delivery> rest(std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(k)),
-                                 std::make_move_iterator(batch.end()));
-      src.abandoned(std::move(rest), true);
+      give_back(src, batch, k);
       co_return retry.next();
     }
-    transaction_result result;
-    std::vector<delivery> alone;
-    try {
-      // Counted before the try, where it survives a crash on this message.
-      const int attempts = suspect ? co_await src.count_attempt(conn, d) : d.attempts;
-      if (suspect && attempts == 0) continue;  // done or held by another claimer meanwhile
-      conn.defer_simple(sql::worker_begin);
-      const auto started = clock_type::now();
-      std::vector<delivery> one;
-      one.push_back(d);
-      alone = co_await src.retake(conn, std::move(one));
-      if (alone.empty()) {
-        co_await conn.rollback();
-        continue;
-      }
-      alone.front().attempts = attempts;
-      if (suspect && attempts > config.max_deliveries) {
-        // Counted before an earlier try that never came back (a crash).
-        co_await conn.rollback();
-        result = {ending::poisoned, last_error};
-      } else {
-        result = co_await finish_transaction(conn, src, alone, started);
-      }
-    } catch (const pg_error& e) {
-      if (e.lost_connection()) conn.close();
-      else if (conn.is_open()) conn.close();  // the transaction state is unknown: start afresh
-      result = {ending::unavailable, e.what()};
-      if (alone.empty()) alone.push_back(std::move(d));
-    }
+    auto result = co_await try_alone(conn, src, batch[k]);
     switch (result.how) {
       case ending::committed: break;
-      case ending::retry_at_once: src.abandoned(std::move(alone), false); break;
-      case ending::unavailable:
-        src.abandoned(std::move(alone), true);
-        pause = retry.next();
-        break;
-      case ending::poisoned: {
-        last_error = result.error;
-        auto& p = alone.front();
-        if (!suspect) {
-          // Failed alone for another reason than its batch: count it from now.
-          src.abandoned(std::move(alone), false);
-          break;
-        }
-        if (p.attempts < config.max_deliveries) {
-          log_json(log_level::warn, "a message failed alone; it will be tried again",
-                   {{"claimer_source", src.name()}, {"message", p.id}, {"attempts", p.attempts},
-                    {"max_deliveries", config.max_deliveries}, {"error", result.error}});
-          src.abandoned(std::move(alone), false);
-          pause = retry.next();
-          break;
-        }
-        // Given up: rejected with the database's error, like any bad message.
-        claim_request who;
-        auto parsed = parse_message(p.body, p.oversized, config.campaign);
-        if (auto* r = std::get_if<claim_request>(&parsed)) {
-          who = std::move(*r);
-          who.message_id = src.claim_message_id(p, who);
-        }
-        auto outcome = rejected_outcome(who.campaign, who.user_id,
-                                        fmt::format("claim failed {} times: {}", p.attempts, result.error),
-                                        who.message_id);
-        log_json(log_level::error, "a message failed every try; dead-lettered",
-                 {{"message", p.id}, {"attempts", p.attempts}, {"error", result.error}});
-        std::vector<claim_outcome> outcomes;  // named: GCC 12 mishandles braced temporaries in co_await
-        outcomes.push_back(std::move(outcome));
-        co_await record_only(conn, src, std::move(alone), std::move(outcomes));
+      case ending::retry_at_once: {
+        std::vector<delivery> back{std::move(batch[k])};
+        src.abandoned(std::move(back), false);
         break;
       }
+      case ending::unavailable:
+        // Not this message: the database. The rest waits for it too.
+        give_back(src, batch, k);
+        for (auto& [d, e] : timed_out) {
+          std::vector<delivery> back{std::move(d)};
+          src.abandoned(std::move(back), true);
+        }
+        co_return retry.next();
+      case ending::refused:
+        pause = std::max(pause, co_await blame(conn, src, std::move(batch[k]), result.error, false, retry));
+        break;
+      case ending::timed_out: timed_out.emplace_back(std::move(batch[k]), result.error); break;
+    }
+  }
+  // A timeout is the message's own when others committed meanwhile (its
+  // neighbours alone, or other claimers); otherwise the database is slow.
+  const bool others_committed = commits.load() > commits_before;
+  for (auto& [d, e] : timed_out) {
+    if (others_committed) {
+      pause = std::max(pause, co_await blame(conn, src, std::move(d), e, false, retry));
+    } else {
+      std::vector<delivery> back{std::move(d)};
+      src.abandoned(std::move(back), true);
+      pause = std::max(pause, retry.next());
     }
   }
   co_return pause;
 }
 
-asio::awaitable<void> worker::impl::record_only(pg_connection& conn, message_source& src, std::vector<delivery> batch,
-                                                std::vector<claim_outcome> outcomes) {
-  bool failed = false;
+asio::awaitable<std::chrono::milliseconds> worker::impl::try_suspects(pg_connection& conn, message_source& src,
+                                                                      std::vector<delivery> suspects,
+                                                                      backoff& retry) {
+  std::chrono::milliseconds pause{0};
+  for (std::size_t k = 0; k < suspects.size(); ++k) {
+    auto& d = suspects[k];
+    if (!conn.is_open()) {
+      give_back(src, suspects, k);
+      co_return retry.next();
+    }
+    int attempts = 0;
+    try {
+      // Counted before the try, where the count survives a crash on it.
+      attempts = co_await src.note_attempt(conn, d, 1, std::nullopt);
+    } catch (const std::exception&) {
+      conn.close();
+      give_back(src, suspects, k);
+      co_return retry.next();
+    }
+    if (attempts == 0) continue;  // done, or another claimer holds it
+    if (attempts > config.max_deliveries) {
+      // Counted before a try that never came back (the worker died on it).
+      co_await give_up(conn, src, std::move(d));
+      continue;
+    }
+    auto result = co_await try_alone(conn, src, d);
+    switch (result.how) {
+      case ending::committed: break;
+      case ending::retry_at_once: {
+        std::vector<delivery> back{std::move(d)};
+        src.abandoned(std::move(back), false);
+        break;
+      }
+      case ending::unavailable:
+        give_back(src, suspects, k);
+        co_return retry.next();
+      case ending::refused:
+      case ending::timed_out:
+        pause = std::max(pause, co_await blame(conn, src, std::move(d), result.error, true, retry));
+        break;
+    }
+  }
+  co_return pause;
+}
+
+asio::awaitable<void> worker::impl::give_up(pg_connection& conn, message_source& src, delivery d) {
+  // Rejected with the database's error, like any bad message.
+  claim_request who;
+  auto parsed = parse_message(d.body, d.oversized, config.campaign);
+  if (auto* r = std::get_if<claim_request>(&parsed)) {
+    who = std::move(*r);
+    who.message_id = src.claim_message_id(d, who);
+  }
+  const auto reason = fmt::format("claim failed {} times: {}", d.attempts,
+                                  d.last_error.empty() ? "no error was recorded" : d.last_error);
+  log_json(log_level::error, "a message failed every try; rejected and dead-lettered",
+           {{"message_id", d.id}, {"attempts", d.attempts}, {"error", d.last_error}});
+  std::vector<claim_outcome> outcomes;
+  outcomes.push_back(rejected_outcome(who.campaign, who.user_id, reason, who.message_id));
   std::vector<delivery> again;
+  bool failed = false;
   try {
     conn.defer_simple(sql::worker_begin);
-    again = co_await src.retake(conn, std::move(batch));
+    std::vector<delivery> one{std::move(d)};
+    again = co_await src.retake(conn, std::move(one));
     if (again.empty()) {
       co_await conn.rollback();
       co_return;
@@ -358,6 +444,7 @@ asio::awaitable<void> worker::impl::claimer(asio::io_context& ctx, message_sourc
     std::vector<delivery> batch, suspects;
     std::chrono::milliseconds pause{0};
     transaction_result result;
+    const auto commits_before = commits.load();
     try {
       // BEGIN goes out with the take (or, for sources that take from memory,
       // with the first claim): one round trip.
@@ -376,47 +463,61 @@ asio::awaitable<void> worker::impl::claimer(asio::io_context& ctx, message_sourc
                                                      [](const delivery& d) { return d.attempts == 0; });
       suspects.assign(std::make_move_iterator(healthy_end), std::make_move_iterator(batch.end()));
       batch.erase(healthy_end, batch.end());
-      if (batch.empty()) co_await conn.rollback();  // releases the suspects for isolate() to take again
+      if (batch.empty()) co_await conn.rollback();  // releases the suspects for try_suspects to take again
       else result = co_await finish_transaction(conn, src, batch, started);
     } catch (const std::exception& e) {
       // The take or the idle wait failed: nothing was claimed.
       result = {ending::unavailable, e.what()};
       conn.close();
     }
-    switch (result.how) {
-      case ending::committed: break;
-      case ending::retry_at_once:
-        if (batch.size() > 1) {
-          // A batch can keep colliding with concurrent claims of one user or
-          // another; alone, each message converges (already_claimed).
-          pause = co_await isolate(conn, src, std::move(batch), result.error, retry, false);
+    try {
+      switch (result.how) {
+        case ending::committed: break;
+        case ending::retry_at_once:
+          if (batch.size() > 1) {
+            // A batch can keep colliding with concurrent claims of one user or
+            // another; alone, each message converges (already_claimed).
+            pause = co_await split(conn, src, std::move(batch), retry);
+            break;
+          }
+          src.abandoned(std::move(batch), false);
+          pause = std::chrono::milliseconds{std::uniform_int_distribution<int>{0, 5}(rng)};
           break;
-        }
-        src.abandoned(std::move(batch), false);
-        pause = std::chrono::milliseconds{std::uniform_int_distribution<int>{0, 5}(rng)};
-        break;
-      case ending::unavailable:
-        pause = retry.next();
-        log_json(log_level::warn, conn.is_open() ? "claim transaction failed; messages given back"
-                                                 : "database connection lost; messages given back",
-                 {{"claimer", claimer_name}, {"error", result.error}, {"messages", batch.size()},
-                  {"retry_in_ms", pause.count()}});
-        src.abandoned(std::move(batch), true);
-        break;
-      case ending::poisoned:
-        log_json(log_level::warn, "claim transaction failed; trying its messages one by one",
-                 {{"claimer", claimer_name}, {"error", result.error}, {"messages", batch.size()}});
-        pause = co_await isolate(conn, src, std::move(batch), result.error, retry, true);
-        break;
-    }
-    if (!suspects.empty()) {
-      if (result.how == ending::unavailable) {
-        src.abandoned(std::move(suspects), true);
-      } else {
-        const auto more = co_await isolate(conn, src, std::move(suspects),
-                                           "its claim failed on every earlier try", retry, true);
-        pause = std::max(pause, more);
+        case ending::unavailable:
+          pause = retry.next();
+          log_json(log_level::warn, conn.is_open() ? "claim transaction failed; messages given back"
+                                                   : "database connection lost; messages given back",
+                   {{"claimer", claimer_name}, {"error", result.error}, {"messages", batch.size()},
+                    {"retry_in_ms", pause.count()}});
+          src.abandoned(std::move(batch), true);
+          break;
+        case ending::timed_out:
+        case ending::refused:
+          if (batch.size() > 1) {
+            log_json(log_level::warn, "claim transaction failed; trying its messages one by one",
+                     {{"claimer", claimer_name}, {"error", result.error}, {"messages", batch.size()}});
+            pause = co_await split(conn, src, std::move(batch), retry);
+          } else if (result.how == ending::refused || commits.load() > commits_before) {
+            // Alone already: refused, or timed out while other claims went through.
+            pause = co_await blame(conn, src, std::move(batch.front()), result.error, false, retry);
+          } else {
+            pause = retry.next();  // timed out with nothing else getting through: the database is slow
+            src.abandoned(std::move(batch), true);
+          }
+          break;
       }
+      if (!suspects.empty()) {
+        if (result.how == ending::unavailable) src.abandoned(std::move(suspects), true);
+        else pause = std::max(pause, co_await try_suspects(conn, src, std::move(suspects), retry));
+      }
+    } catch (const std::exception& e) {
+      // split, blame and try_suspects handle the database's failures
+      // themselves; this is a bug. Log it and carry on with a fresh
+      // connection rather than end the worker.
+      log_json(log_level::error, "claimer failed while handling a failed transaction",
+               {{"claimer", claimer_name}, {"error", e.what()}});
+      conn.close();
+      pause = retry.next();
     }
     if (pause.count() > 0) co_await sleep_for(pause);
   }
