@@ -16,8 +16,9 @@
 #include <fmt/format.h>
 
 #include "claim/claim_core.hpp"
+#include "db/classify.hpp"
 #include "common/failure.hpp"
-#include "common/metrics.hpp"
+#include "claim/metrics.hpp"
 #include "http/http_server.hpp"
 #include "support/test_db.hpp"
 

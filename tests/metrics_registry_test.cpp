@@ -7,7 +7,7 @@
 
 #include <fmt/format.h>
 
-#include "common/metrics.hpp"
+#include "claim/metrics.hpp"
 
 using namespace voucherd;
 

@@ -9,8 +9,8 @@
 #include <fmt/format.h>
 
 #include "claim/claim_core.hpp"
-#include "common/metrics.hpp"
-#include "lock/redis_server.hpp"
+#include "claim/metrics.hpp"
+#include "redis/redis_server.hpp"
 #include "notify/outbox_dispatcher.hpp"
 #include "support/test_db.hpp"
 

@@ -15,7 +15,7 @@
 
 #include "claim/claim_core.hpp"
 #include "common/failure.hpp"
-#include "common/metrics.hpp"
+#include "claim/metrics.hpp"
 #include "notify/outbox_dispatcher.hpp"
 #include "notify_webhook_receiver.hpp"
 #include "support/test_db.hpp"

@@ -12,8 +12,8 @@
 
 #include <fmt/format.h>
 
-#include "lock/redis_server.hpp"
-#include "lock/redlock.hpp"
+#include "redis/redis_server.hpp"
+#include "bench/redlock.hpp"
 
 using namespace voucherd;
 using namespace std::chrono_literals;

@@ -12,9 +12,9 @@
 #include <boost/json/serialize.hpp>
 #include <fmt/format.h>
 
-#include "claim/claim_strategy.hpp"
-#include "lock/redis_server.hpp"
-#include "lock/redlock.hpp"
+#include "bench/claim_strategy.hpp"
+#include "redis/redis_server.hpp"
+#include "bench/redlock.hpp"
 #include "support/test_db.hpp"
 
 using namespace voucherd;

@@ -25,8 +25,8 @@
 
 #include <hiredis/hiredis.h>
 
-#include "lock/redis_node.hpp"
-#include "lock/redis_server.hpp"
+#include "redis/redis_node.hpp"
+#include "redis/redis_server.hpp"
 #include "support/test_db.hpp"
 
 extern char** environ;

@@ -1,4 +1,5 @@
 #include "bench/bench_pod.hpp"
+#include "db/classify.hpp"
 
 #include <signal.h>
 #include <unistd.h>

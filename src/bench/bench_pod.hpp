@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string>
 
-#include "claim/claim_strategy.hpp"
+#include "bench/claim_strategy.hpp"
 
 namespace voucherd::bench {
 

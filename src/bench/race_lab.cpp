@@ -20,7 +20,7 @@
 #include <pqxx/pqxx>
 
 #include "bench/bench_pod.hpp"
-#include "claim/claim_strategy.hpp"
+#include "bench/claim_strategy.hpp"
 #include "common/failure.hpp"
 #include "db/migrator.hpp"
 #include "db/session.hpp"

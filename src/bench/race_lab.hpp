@@ -27,7 +27,7 @@
 #include <string>
 #include <vector>
 
-#include "lock/redis_node.hpp"
+#include "redis/redis_node.hpp"
 
 namespace voucherd::bench {
 

@@ -7,6 +7,8 @@
 
 #include <boost/json/object.hpp>
 
+#include "common/failure.hpp"
+
 namespace voucherd {
 
 enum class claim_status { claimed, already_claimed, sold_out, rejected };
@@ -34,6 +36,17 @@ claim_outcome rejected_outcome(std::string campaign, std::string user_id, std::s
 // {"status":"claimed","campaign":"signup","user_id":"1","voucher_id":1,"code":"BV1LN2KJ"}
 boost::json::object to_json(const claim_outcome& outcome);
 std::string to_json_line(const claim_outcome& outcome);
+
+// What the claim path answered for one pushed message (POST /v1/claims):
+//  - outcome set: the claim's outcome (claimed, already_claimed, sold_out, rejected);
+//  - malformed: the body is not a usable message (bad JSON, not an object); error says why;
+//  - failure set: the claim could not run (transient: retry later; internal: a bug); error says why.
+struct claim_reply {
+  std::optional<claim_outcome> outcome;
+  bool malformed = false;
+  std::optional<failure_kind> failure;
+  std::string error;
+};
 
 // The sysexits status of SPEC section 4: 0 claimed/already_claimed, 3 sold_out,
 // 65 rejected.

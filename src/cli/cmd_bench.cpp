@@ -12,10 +12,10 @@
 
 #include "bench/bench_pod.hpp"
 #include "bench/race_lab.hpp"
-#include "claim/claim_strategy.hpp"
+#include "bench/claim_strategy.hpp"
 #include "cli/commands.hpp"
 #include "common/failure.hpp"
-#include "lock/redis_server.hpp"
+#include "redis/redis_server.hpp"
 
 namespace voucherd::cli {
 

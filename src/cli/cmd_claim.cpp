@@ -6,7 +6,7 @@
 #include <fmt/format.h>
 
 #include "claim/claim_core.hpp"
-#include "claim/claim_strategy.hpp"
+#include "bench/claim_strategy.hpp"
 #include "cli/commands.hpp"
 #include "common/failure.hpp"
 #include "db/session.hpp"

@@ -11,13 +11,12 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <fmt/format.h>
-#include <hiredis/hiredis.h>
 #include <pqxx/pqxx>
 
 #include "cli/commands.hpp"
 #include "common/failure.hpp"
 #include "db/session.hpp"
-#include "lock/redis_node.hpp"
+#include "redis/redis_node.hpp"
 #include "source/pg_queue_source.hpp"
 #include "worker/worker_config.hpp"
 
@@ -49,35 +48,23 @@ class pg_sink {
 
 class redis_sink {
  public:
-  redis_sink(const std::string& url, std::string stream) : stream_{std::move(stream)} {
-    const auto endpoint = parse_redis_nodes(url).at(0);
-    ctx_.reset(redisConnect(endpoint.host.c_str(), endpoint.port));
-    if (!ctx_ || ctx_->err)
-      throw voucherd_error{failure_kind::transient,
-                           fmt::format("cannot connect to Redis at {}: {}", url, ctx_ ? ctx_->errstr : "out of memory")};
-  }
+  redis_sink(const std::string& url, std::string stream)
+      : node_{parse_redis_nodes(url).at(0), k_redis_timeout}, stream_{std::move(stream)} {}
   void put(const std::vector<std::string>& bodies) {
     // Pipelined: every XADD is sent before the first reply is read.
-    for (const auto& b : bodies) {
-      const char* argv[] = {"XADD", stream_.c_str(), "*", "body", b.data()};
-      const size_t lens[] = {4, stream_.size(), 1, 4, b.size()};
-      redisAppendCommandArgv(ctx_.get(), 5, argv, lens);
-    }
-    for (std::size_t i = 0; i < bodies.size(); ++i) {
-      void* raw = nullptr;
-      if (redisGetReply(ctx_.get(), &raw) != REDIS_OK)
-        throw voucherd_error{failure_kind::transient, fmt::format("Redis failed during XADD: {}", ctx_->errstr)};
-      std::unique_ptr<redisReply, reply_deleter> reply{static_cast<redisReply*>(raw)};
+    std::vector<std::vector<std::string>> commands;
+    for (const auto& b : bodies) commands.push_back({"XADD", stream_, "*", "body", b});
+    const auto replies = node_.pipeline(commands);
+    if (replies.empty())
+      throw voucherd_error{failure_kind::transient, fmt::format("Redis at {} failed during XADD", node_.endpoint().url())};
+    for (const auto& reply : replies)
       if (reply->type == REDIS_REPLY_ERROR)
         throw voucherd_error{failure_kind::transient, fmt::format("Redis refused XADD: {}", reply->str)};
-    }
   }
 
  private:
-  struct context_deleter {
-    void operator()(redisContext* c) const { redisFree(c); }
-  };
-  std::unique_ptr<redisContext, context_deleter> ctx_;
+  static constexpr std::chrono::milliseconds k_redis_timeout{10000};
+  redis_node node_;
   std::string stream_;
 };
 

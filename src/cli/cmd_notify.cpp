@@ -7,7 +7,7 @@
 
 #include "cli/commands.hpp"
 #include "common/failure.hpp"
-#include "common/metrics.hpp"
+#include "claim/metrics.hpp"
 #include "db/session.hpp"
 #include "notify/outbox_dispatcher.hpp"
 #include "sql_catalog.hpp"

@@ -24,7 +24,7 @@
 #include "common/failure.hpp"
 #include "db/migrator.hpp"
 #include "db/session.hpp"
-#include "lock/redis_server.hpp"
+#include "redis/redis_server.hpp"
 #include "pool/campaign.hpp"
 #include "pool/code_import.hpp"
 #include "source/pg_queue_source.hpp"

@@ -9,7 +9,8 @@
 
 #include "cli/commands.hpp"
 #include "common/failure.hpp"
-#include "common/metrics.hpp"
+#include "claim/metrics.hpp"
+#include "worker/sources.hpp"
 #include "worker/worker.hpp"
 
 namespace voucherd::cli {

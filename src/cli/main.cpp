@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "cli/commands.hpp"
+#include "db/classify.hpp"
 #include "common/failure.hpp"
 
 namespace {

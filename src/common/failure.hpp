@@ -33,13 +33,8 @@ class voucherd_error : public std::runtime_error {
   failure_kind kind_;
 };
 
-// Maps any exception (libpqxx, hiredis wrappers, our own) to a failure kind.
-// Connection loss, serialization failures, deadlocks, server shutdown and
-// "too many connections" are transient; constraint and data errors are
-// rejected; everything else is internal.
-failure_kind classify(const std::exception& e);
-
-// The SQLSTATE-based part of classify(), usable on a raw libpq error code.
+// The one map from a SQLSTATE to a failure kind (db/classify.hpp applies it
+// to libpqxx's exceptions, db/pg_connection.cpp to libpq's results).
 // Transient: connection (08), rollback (40), resources (53), operator
 // intervention and timeouts (57: statement_timeout, shutdown), system (58),
 // and lock_not_available (55P03: lock_timeout ran out). A retry later can

@@ -1,4 +1,5 @@
 #include "db/migrator.hpp"
+#include "db/classify.hpp"
 
 #include <algorithm>
 #include <cctype>

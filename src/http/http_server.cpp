@@ -3,6 +3,7 @@
 // strand and one deadline per request, and pure functions that route a
 // request and build a response.
 #include "http/http_server.hpp"
+#include "db/classify.hpp"
 
 #include <mutex>
 #include <vector>

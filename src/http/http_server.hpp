@@ -31,20 +31,9 @@
 
 #include "claim/claim_outcome.hpp"
 #include "common/failure.hpp"
-#include "common/metrics.hpp"
+#include "claim/metrics.hpp"
 
 namespace voucherd {
-
-// What the claim path answered for one POST /v1/claims.
-//  - outcome set: the claim's outcome (claimed, already_claimed, sold_out, rejected);
-//  - malformed: the body is not a usable message (bad JSON, not an object); error says why;
-//  - failure set: the claim could not run (transient: retry later; internal: a bug); error says why.
-struct claim_reply {
-  std::optional<claim_outcome> outcome;
-  bool malformed = false;
-  std::optional<failure_kind> failure;
-  std::string error;
-};
 
 // Called with the request body; must call done exactly once, on the
 // io_context's thread (post to it when the claim ran elsewhere).

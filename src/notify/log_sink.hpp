@@ -1,6 +1,7 @@
 #pragma once
-// The log sink: one JSON object per notification on stderr, in the worker's
-// log-line shape (level, time, message) plus the notification's fields:
+// The log sink: one JSON object per notification on stderr, a line of the
+// one log (common/json_log.hpp: level, time, message) with the
+// notification's fields:
 //   {"level":"info","time":"2026-11-26T16:30:00.123Z","message":"notification",
 //    "idempotency_key":"1-...","campaign":"signup","user_id":"1","voucher_id":1,"code":"BV1LN2KJ"}
 // stderr, not stdout: stdout carries the outcome lines of `worker --source stdin`.
@@ -14,8 +15,5 @@ class log_sink final : public notification_sink {
   std::optional<std::string> deliver(const notification& n) override;
   std::chrono::milliseconds worst_case() const override { return std::chrono::milliseconds{100}; }
 };
-
-// "2026-11-26T16:30:00.123Z" for now, the time field of a log line.
-std::string log_time_now();
 
 }  // namespace voucherd

@@ -1,4 +1,5 @@
 #include "notify/outbox_dispatcher.hpp"
+#include "db/classify.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -11,6 +12,7 @@
 
 #include "common/failure.hpp"
 #include "db/session.hpp"
+#include "common/json_log.hpp"
 #include "notify/log_sink.hpp"
 #include "notify/notification_sink.hpp"
 #include "sql_catalog.hpp"
@@ -24,13 +26,6 @@ constexpr std::chrono::milliseconds k_reconnect_cap{10'000};
 // Added to a batch's worst-case delivery time to make its lease.
 constexpr std::chrono::milliseconds k_lease_margin{30'000};
 
-void log_warning(const std::string& message) {
-  boost::json::object line;
-  line["level"] = "warn";
-  line["time"] = log_time_now();
-  line["message"] = message;
-  std::fputs((boost::json::serialize(line) + "\n").c_str(), stderr);
-}
 
 double uniform(double low, double high) {
   thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -97,7 +92,7 @@ void outbox_dispatcher::run() {
       // Whatever failed, the next pass starts on a fresh connection. A row
       // delivered but not yet marked is delivered again after its lease.
       db_.reset();
-      log_warning(fmt::format("outbox dispatcher: {} failure, retrying in about {} ms: {}",
+      log_json(log_level::warn, fmt::format("outbox dispatcher: {} failure, retrying in about {} ms: {}",
                               to_string(classify(e)), reconnect_delay.count(), e.what()));
       wait(jittered(reconnect_delay));
       reconnect_delay = std::min(reconnect_delay * 2, k_reconnect_cap);
@@ -160,7 +155,7 @@ std::size_t outbox_dispatcher::pass(const std::atomic<bool>* stop_requested) {
         const auto marked = exec(txn, sql::outbox_mark_retry, n.id, n.attempts, *error,
                                  static_cast<std::int64_t>(delay.count()), config_.max_attempts);
         if (!marked.empty() && marked[0][0].as<std::string>() == "failed")
-          log_warning(fmt::format("notification {} for user {} failed after {} attempts: {}", n.idempotency_key,
+          log_json(log_level::warn, fmt::format("notification {} for user {} failed after {} attempts: {}", n.idempotency_key,
                                   n.user_id, n.attempts + 1, *error));
       }
       txn.commit();

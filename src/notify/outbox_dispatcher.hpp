@@ -42,7 +42,7 @@
 #include <string>
 #include <thread>
 
-#include "common/metrics.hpp"
+#include "claim/metrics.hpp"
 
 namespace voucherd {
 

@@ -7,7 +7,7 @@
 #include <chrono>
 #include <string>
 
-#include "lock/redis_node.hpp"
+#include "redis/redis_node.hpp"
 #include "notify/notification_sink.hpp"
 
 namespace voucherd {

@@ -13,7 +13,8 @@
 #include <memory>
 #include <unordered_map>
 
-#include "http/http_server.hpp"
+#include "claim/claim_outcome.hpp"
+#include "claim/metrics.hpp"
 #include "source/message_buffer.hpp"
 #include "source/message_source.hpp"
 

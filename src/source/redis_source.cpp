@@ -4,10 +4,10 @@
 
 #include <fmt/format.h>
 
-#include "lock/redis_node.hpp"
+#include "redis/redis_node.hpp"
 #include "sql_catalog.hpp"
-#include "worker/backoff.hpp"
-#include "worker/json_log.hpp"
+#include "common/backoff.hpp"
+#include "common/json_log.hpp"
 
 namespace voucherd {
 

@@ -34,7 +34,7 @@
 
 #include "source/message_buffer.hpp"
 #include "source/message_source.hpp"
-#include "worker/worker_config.hpp"
+#include "source/redis_source_config.hpp"
 
 namespace voucherd {
 

@@ -1,11 +1,11 @@
-#include "lock/redlock.hpp"
+#include "bench/redlock.hpp"
 
 #include <thread>
 
 #include <fmt/format.h>
 
 #include "common/failure.hpp"
-#include "pool/code_generator.hpp"
+#include "common/random.hpp"
 
 namespace voucherd {
 
@@ -28,8 +28,8 @@ bool is_one(const redis_reply& r) { return r && r->type == REDIS_REPLY_INTEGER &
 }  // namespace
 
 std::string random_lock_token() {
-  // 27 characters of a 27-letter alphabet: about 128 bits from getrandom(2).
-  return random_code(k_lock_token_chars);
+  // 32 hex digits: 128 bits from getrandom(2).
+  return random_string(k_lock_token_chars, "0123456789abcdef");
 }
 
 redlock::redlock(const std::vector<redis_endpoint>& nodes, redlock_options options)

@@ -1,6 +1,6 @@
-#include "claim/strategies/skip_locked_strategy.hpp"
+#include "bench/strategies/skip_locked_strategy.hpp"
 
-#include "claim/strategies/story_steps.hpp"
+#include "bench/strategies/story_steps.hpp"
 
 namespace voucherd {
 

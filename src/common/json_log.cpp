@@ -1,4 +1,4 @@
-#include "worker/json_log.hpp"
+#include "common/json_log.hpp"
 
 #include <unistd.h>
 
@@ -34,7 +34,7 @@ std::string utc_now() {
 
 }  // namespace
 
-void log_json(log_level level, std::string_view msg, boost::json::object fields) {
+bool log_json(log_level level, std::string_view msg, boost::json::object fields) {
   boost::json::object line;
   line["level"] = to_string(level);
   line["time"] = utc_now();
@@ -43,8 +43,7 @@ void log_json(log_level level, std::string_view msg, boost::json::object fields)
   auto text = boost::json::serialize(line);
   text += '\n';
   // One write(2) per line keeps lines whole when threads log at once.
-  ssize_t ignored = ::write(2, text.data(), text.size());
-  (void)ignored;
+  return ::write(2, text.data(), text.size()) == static_cast<ssize_t>(text.size());
 }
 
 }  // namespace voucherd

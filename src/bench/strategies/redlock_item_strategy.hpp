@@ -11,8 +11,8 @@
 // redelivered), at most k_max_lock_rounds times; then it throws transient.
 #include <random>
 
-#include "claim/claim_strategy.hpp"
-#include "lock/redlock.hpp"
+#include "bench/claim_strategy.hpp"
+#include "bench/redlock.hpp"
 
 namespace voucherd {
 

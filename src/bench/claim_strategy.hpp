@@ -28,7 +28,7 @@
 #include "claim/claim_outcome.hpp"
 #include "claim/claim_request.hpp"
 #include "db/session.hpp"
-#include "lock/redis_node.hpp"
+#include "redis/redis_node.hpp"
 
 namespace voucherd {
 

@@ -9,7 +9,7 @@
 #include <memory>
 #include <vector>
 
-#include "lock/redis_node.hpp"
+#include "redis/redis_node.hpp"
 
 namespace voucherd {
 

@@ -1,4 +1,4 @@
-#include "lock/redis_server.hpp"
+#include "redis/redis_server.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>

@@ -1,4 +1,4 @@
-#include "claim/strategies/story_steps.hpp"
+#include "bench/strategies/story_steps.hpp"
 
 #include <thread>
 

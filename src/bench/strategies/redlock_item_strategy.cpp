@@ -1,10 +1,10 @@
-#include "claim/strategies/redlock_item_strategy.hpp"
+#include "bench/strategies/redlock_item_strategy.hpp"
 
 #include <thread>
 
 #include <fmt/format.h>
 
-#include "claim/strategies/story_steps.hpp"
+#include "bench/strategies/story_steps.hpp"
 #include "common/failure.hpp"
 
 namespace voucherd {

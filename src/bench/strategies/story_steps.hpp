@@ -12,7 +12,7 @@
 
 #include "claim/claim_outcome.hpp"
 #include "claim/claim_request.hpp"
-#include "claim/claim_strategy.hpp"
+#include "bench/claim_strategy.hpp"
 #include "db/session.hpp"
 
 namespace voucherd::story {

@@ -1,11 +1,11 @@
-#include "claim/claim_strategy.hpp"
+#include "bench/claim_strategy.hpp"
 
 #include <fmt/format.h>
 
-#include "claim/strategies/naive_strategy.hpp"
-#include "claim/strategies/redlock_global_strategy.hpp"
-#include "claim/strategies/redlock_item_strategy.hpp"
-#include "claim/strategies/skip_locked_strategy.hpp"
+#include "bench/strategies/naive_strategy.hpp"
+#include "bench/strategies/redlock_global_strategy.hpp"
+#include "bench/strategies/redlock_item_strategy.hpp"
+#include "bench/strategies/skip_locked_strategy.hpp"
 #include "common/failure.hpp"
 
 namespace voucherd {

@@ -26,7 +26,7 @@
 #include <string>
 #include <vector>
 
-#include "lock/redis_node.hpp"
+#include "redis/redis_node.hpp"
 
 namespace voucherd {
 
@@ -82,8 +82,8 @@ class redlock {
   std::mt19937_64 rng_;
 };
 
-inline constexpr std::size_t k_lock_token_chars = 27;
-// A fresh random token (getrandom, via random_code): unique per acquisition.
+inline constexpr std::size_t k_lock_token_chars = 32;
+// A fresh random token (getrandom, common/random.hpp): unique per acquisition.
 std::string random_lock_token();
 
 }  // namespace voucherd

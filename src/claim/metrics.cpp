@@ -1,4 +1,4 @@
-#include "common/metrics.hpp"
+#include "claim/metrics.hpp"
 
 #include <cmath>
 

@@ -1,8 +1,8 @@
-#include "claim/strategies/redlock_global_strategy.hpp"
+#include "bench/strategies/redlock_global_strategy.hpp"
 
 #include <fmt/format.h>
 
-#include "claim/strategies/story_steps.hpp"
+#include "bench/strategies/story_steps.hpp"
 #include "common/failure.hpp"
 
 namespace voucherd {

@@ -1,7 +1,8 @@
 #pragma once
-// One Redis server as Redlock sees it: an address, a connection opened on
-// demand, and a short timeout on both connecting and every command, so that a
-// dead or frozen node costs at most that timeout and never blocks a claim.
+// The one Redis client (hiredis): an address, a connection opened on demand,
+// and a timeout on both connecting and every command, so that a dead or
+// frozen server costs at most that timeout (Redlock gives its nodes a short
+// one so that they never block a claim).
 // Any error drops the connection; the next command reconnects. Not thread-safe:
 // one redis_node per thread.
 #include <chrono>
@@ -41,6 +42,9 @@ class redis_node {
   // connection broke (then it is dropped and reopened by the next call). A
   // Redis error reply (REDIS_REPLY_ERROR) is returned as a reply.
   redis_reply command(const std::vector<std::string>& argv);
+  // Several commands sent before the first reply is read: one reply each, in
+  // order, or none at all when the connection failed on the way.
+  std::vector<redis_reply> pipeline(const std::vector<std::vector<std::string>>& commands);
 
   const redis_endpoint& endpoint() const { return endpoint_; }
 

@@ -1,6 +1,6 @@
-#include "claim/strategies/naive_strategy.hpp"
+#include "bench/strategies/naive_strategy.hpp"
 
-#include "claim/strategies/story_steps.hpp"
+#include "bench/strategies/story_steps.hpp"
 
 namespace voucherd {
 

@@ -8,7 +8,7 @@
 #include <random>
 
 #include "claim/claim_core.hpp"
-#include "claim/claim_strategy.hpp"
+#include "bench/claim_strategy.hpp"
 
 namespace voucherd {
 

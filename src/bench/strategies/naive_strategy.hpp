@@ -5,7 +5,7 @@
 // user, who has already been told its code.
 #include <random>
 
-#include "claim/claim_strategy.hpp"
+#include "bench/claim_strategy.hpp"
 
 namespace voucherd {
 

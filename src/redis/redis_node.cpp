@@ -1,4 +1,4 @@
-#include "lock/redis_node.hpp"
+#include "redis/redis_node.hpp"
 
 #include <sys/time.h>
 
@@ -79,19 +79,39 @@ bool redis_node::connect() {
 }
 
 redis_reply redis_node::command(const std::vector<std::string>& argv) {
-  if (!connect()) return nullptr;
-  std::vector<const char*> ptrs;
-  std::vector<size_t> lens;
-  for (const auto& a : argv) {
-    ptrs.push_back(a.data());
-    lens.push_back(a.size());
+  std::vector<std::vector<std::string>> one{argv};
+  auto replies = pipeline(one);
+  return replies.empty() ? nullptr : std::move(replies.front());
+}
+
+std::vector<redis_reply> redis_node::pipeline(const std::vector<std::vector<std::string>>& commands) {
+  if (!connect()) return {};
+  for (const auto& argv : commands) {
+    std::vector<const char*> ptrs;
+    std::vector<size_t> lens;
+    for (const auto& a : argv) {
+      ptrs.push_back(a.data());
+      lens.push_back(a.size());
+    }
+    if (redisAppendCommandArgv(ctx_.get(), static_cast<int>(argv.size()), ptrs.data(), lens.data()) != REDIS_OK) {
+      ctx_.reset();
+      return {};
+    }
   }
-  redis_reply reply{static_cast<redisReply*>(
-      redisCommandArgv(ctx_.get(), static_cast<int>(argv.size()), ptrs.data(), lens.data()))};
-  // A null reply means an I/O error or timeout; the context cannot be reused
-  // (a late reply would be read as the answer to the next command).
-  if (!reply || ctx_->err != 0) ctx_.reset();
-  return reply;
+  std::vector<redis_reply> replies;
+  replies.reserve(commands.size());
+  for (std::size_t i = 0; i < commands.size(); ++i) {
+    void* raw = nullptr;
+    // An I/O error or timeout: the context cannot be reused (a late reply
+    // would be read as the answer to the next command).
+    if (redisGetReply(ctx_.get(), &raw) != REDIS_OK || !raw || ctx_->err != 0) {
+      if (raw) freeReplyObject(raw);
+      ctx_.reset();
+      return {};
+    }
+    replies.emplace_back(static_cast<redisReply*>(raw));
+  }
+  return replies;
 }
 
 }  // namespace voucherd

@@ -1,0 +1,397 @@
+#include "worker/claim_loop.hpp"
+
+#include <algorithm>
+#include <random>
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <fmt/format.h>
+
+#include "common/json_log.hpp"
+#include "sql_catalog.hpp"
+
+namespace voucherd {
+
+namespace {
+
+asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
+  asio::steady_timer t{co_await asio::this_coro::executor, d};
+  co_await t.async_wait(asio::use_awaitable);
+}
+
+}  // namespace
+
+claim_loop::claim_loop(const worker_config& config, metrics& registry, const std::atomic<bool>& stopping)
+    : config_{config}, registry_{registry}, stopping_{stopping}, seed_{std::random_device{}()} {}
+
+asio::awaitable<claim_loop::transaction_result> claim_loop::finish_transaction(pg_connection& conn, message_source& src,
+                                                                    std::vector<delivery>& batch,
+                                                                    clock_type::time_point started) {
+  std::vector<claim_outcome> outcomes(batch.size());
+  // The messages that parse go to the claim core; the others are answered here.
+  std::vector<claim_request> requests;
+  std::vector<std::size_t> claimed_index;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    if (batch[i].poison) {
+      outcomes[i] = rejected_outcome({}, {}, *batch[i].poison);
+      continue;
+    }
+    auto parsed = parse_message(batch[i].body, batch[i].oversized, config_.campaign);
+    if (auto* rejected = std::get_if<claim_outcome>(&parsed)) {
+      outcomes[i] = std::move(*rejected);
+      continue;
+    }
+    auto request = std::get<claim_request>(std::move(parsed));
+    request.message_id = src.claim_message_id(batch[i], request);
+    requests.push_back(std::move(request));
+    claimed_index.push_back(i);
+  }
+  claim_progress progress;
+  transaction_result result;
+  bool in_transaction = true;
+  try {
+    auto claimed = co_await core_.claim(conn, requests, config_.batch > 1, progress);
+    for (std::size_t k = 0; k < claimed.size(); ++k) outcomes[claimed_index[k]] = std::move(claimed[k]);
+    co_await src.record(conn, batch, outcomes);
+    co_await conn.exec_simple(sql::worker_commit);
+    in_transaction = false;
+  } catch (const pg_error& e) {
+    result.error = e.what();
+    if (e.worth_retrying()) result.how = ending::retry_at_once;
+    else if (e.lost_connection()) result.how = ending::unavailable;
+    else if (is_timeout(e.sqlstate())) result.how = ending::timed_out;
+    else if (refuses_message(e.sqlstate(), e.constraint())) result.how = ending::refused;
+    else result.how = ending::unavailable;
+    if (e.lost_connection()) conn.close();
+  } catch (const std::exception& e) {
+    result.error = e.what();
+    result.how = ending::unavailable;
+  }
+  if (result.how != ending::committed) {
+    if (in_transaction && conn.is_open()) {
+      try {
+        co_await conn.rollback();
+      } catch (const std::exception&) {
+        conn.close();
+      }
+    }
+    co_return result;
+  }
+  ++commits_;
+  // Committed: only now may the source acknowledge.
+  const double seconds = std::chrono::duration<double>(clock_type::now() - started).count();
+  double lag = 0;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    registry_.record_claim(outcomes[i].status, seconds);
+    if (batch[i].dead_lettered) registry_.add_dead_letter();
+    lag = std::max(lag, batch[i].lag_seconds);
+  }
+  registry_.set_queue_lag(lag);
+  src.committed(batch, outcomes);
+  try {
+    co_await core_.advance_marks(conn, progress);
+  } catch (const std::exception&) {
+    conn.close();  // the claims committed; the next loop reconnects
+  }
+  co_return result;
+}
+
+void claim_loop::give_back(message_source& src, std::vector<delivery>& batch, std::size_t from) {
+  if (from >= batch.size()) return;
+  std::vector<delivery> rest(std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(from)),
+                             std::make_move_iterator(batch.end()));
+  src.abandoned(std::move(rest), true);
+}
+
+asio::awaitable<claim_loop::transaction_result> claim_loop::try_alone(pg_connection& conn, message_source& src, delivery& d) {
+  std::vector<delivery> alone;
+  std::optional<transaction_result> failed;
+  try {
+    conn.defer_simple(sql::worker_begin);
+    const auto started = clock_type::now();
+    std::vector<delivery> one{d};
+    alone = co_await src.retake(conn, std::move(one));
+    if (alone.empty()) {
+      co_await conn.rollback();  // done or taken by another claimer meanwhile
+      co_return transaction_result{};
+    }
+    alone.front().attempts = d.attempts;
+    alone.front().last_error = d.last_error;
+    auto result = co_await finish_transaction(conn, src, alone, started);
+    co_return result;
+  } catch (const std::exception& e) {
+    failed = transaction_result{ending::unavailable, e.what()};
+  }
+  conn.close();  // the state of the transaction is unknown: start afresh
+  co_return *failed;
+}
+
+asio::awaitable<std::chrono::milliseconds> claim_loop::blame(pg_connection& conn, message_source& src, delivery d,
+                                                               const std::string& error, bool counted,
+                                                               backoff& retry) {
+  int attempts = 0;
+  try {
+    attempts = co_await src.note_attempt(conn, d, counted ? 0 : 1, error);
+  } catch (const std::exception& e) {
+    conn.close();
+    std::vector<delivery> back{std::move(d)};
+    src.abandoned(std::move(back), true);
+    co_return retry.next();
+  }
+  if (attempts == 0) co_return std::chrono::milliseconds{0};  // no longer ours
+  if (attempts >= config_.max_deliveries) {
+    co_await give_up(conn, src, std::move(d));
+    co_return std::chrono::milliseconds{0};
+  }
+  log_json(log_level::warn, "a message failed alone; it will be tried alone again",
+           {{"message_id", d.id}, {"attempts", attempts}, {"max_deliveries", config_.max_deliveries},
+            {"error", error}});
+  std::vector<delivery> back{std::move(d)};
+  src.abandoned(std::move(back), false);
+  co_return retry.next();
+}
+
+asio::awaitable<std::chrono::milliseconds> claim_loop::split(pg_connection& conn, message_source& src,
+                                                               std::vector<delivery> batch, backoff& retry) {
+  const auto commits_before = commits_.load();
+  std::vector<std::pair<delivery, std::string>> timed_out;
+  std::chrono::milliseconds pause{0};
+  for (std::size_t k = 0; k < batch.size(); ++k) {
+    if (!conn.is_open()) {
+      give_back(src, batch, k);
+      co_return retry.next();
+    }
+    auto result = co_await try_alone(conn, src, batch[k]);
+    switch (result.how) {
+      case ending::committed: break;
+      case ending::retry_at_once: {
+        std::vector<delivery> back{std::move(batch[k])};
+        src.abandoned(std::move(back), false);
+        break;
+      }
+      case ending::unavailable:
+        // Not this message: the database. The rest waits for it too.
+        give_back(src, batch, k);
+        for (auto& [d, e] : timed_out) {
+          std::vector<delivery> back{std::move(d)};
+          src.abandoned(std::move(back), true);
+        }
+        co_return retry.next();
+      case ending::refused:
+        pause = std::max(pause, co_await blame(conn, src, std::move(batch[k]), result.error, false, retry));
+        break;
+      case ending::timed_out: timed_out.emplace_back(std::move(batch[k]), result.error); break;
+    }
+  }
+  // A timeout is the message's own when others committed meanwhile (its
+  // neighbours alone, or other claimers); otherwise the database is slow.
+  const bool others_committed = commits_.load() > commits_before;
+  for (auto& [d, e] : timed_out) {
+    if (others_committed) {
+      pause = std::max(pause, co_await blame(conn, src, std::move(d), e, false, retry));
+    } else {
+      std::vector<delivery> back{std::move(d)};
+      src.abandoned(std::move(back), true);
+      pause = std::max(pause, retry.next());
+    }
+  }
+  co_return pause;
+}
+
+asio::awaitable<std::chrono::milliseconds> claim_loop::try_suspects(pg_connection& conn, message_source& src,
+                                                                      std::vector<delivery> suspects,
+                                                                      backoff& retry) {
+  std::chrono::milliseconds pause{0};
+  for (std::size_t k = 0; k < suspects.size(); ++k) {
+    auto& d = suspects[k];
+    if (!conn.is_open()) {
+      give_back(src, suspects, k);
+      co_return retry.next();
+    }
+    int attempts = 0;
+    try {
+      // Counted before the try, where the count survives a crash on it.
+      attempts = co_await src.note_attempt(conn, d, 1, std::nullopt);
+    } catch (const std::exception&) {
+      conn.close();
+      give_back(src, suspects, k);
+      co_return retry.next();
+    }
+    if (attempts == 0) continue;  // done, or another claimer holds it
+    if (attempts > config_.max_deliveries) {
+      // Counted before a try that never came back (the worker died on it).
+      co_await give_up(conn, src, std::move(d));
+      continue;
+    }
+    auto result = co_await try_alone(conn, src, d);
+    switch (result.how) {
+      case ending::committed: break;
+      case ending::retry_at_once: {
+        std::vector<delivery> back{std::move(d)};
+        src.abandoned(std::move(back), false);
+        break;
+      }
+      case ending::unavailable:
+        give_back(src, suspects, k);
+        co_return retry.next();
+      case ending::refused:
+      case ending::timed_out:
+        pause = std::max(pause, co_await blame(conn, src, std::move(d), result.error, true, retry));
+        break;
+    }
+  }
+  co_return pause;
+}
+
+asio::awaitable<void> claim_loop::give_up(pg_connection& conn, message_source& src, delivery d) {
+  // Rejected with the database's error, like any bad message.
+  claim_request who;
+  auto parsed = parse_message(d.body, d.oversized, config_.campaign);
+  if (auto* r = std::get_if<claim_request>(&parsed)) {
+    who = std::move(*r);
+    who.message_id = src.claim_message_id(d, who);
+  }
+  const auto reason = fmt::format("claim failed {} times: {}", d.attempts,
+                                  d.last_error.empty() ? "no error was recorded" : d.last_error);
+  log_json(log_level::error, "a message failed every try; rejected and dead-lettered",
+           {{"message_id", d.id}, {"attempts", d.attempts}, {"error", d.last_error}});
+  std::vector<claim_outcome> outcomes;
+  outcomes.push_back(rejected_outcome(who.campaign, who.user_id, reason, who.message_id));
+  std::vector<delivery> again;
+  bool failed = false;
+  try {
+    conn.defer_simple(sql::worker_begin);
+    std::vector<delivery> one{std::move(d)};
+    again = co_await src.retake(conn, std::move(one));
+    if (again.empty()) {
+      co_await conn.rollback();
+      co_return;
+    }
+    co_await src.record(conn, again, outcomes);
+    co_await conn.exec_simple(sql::worker_commit);
+  } catch (const std::exception& e) {
+    log_json(log_level::warn, "could not record a rejected message; it stays pending", {{"error", e.what()}});
+    failed = true;
+  }
+  if (failed) {
+    conn.close();  // state unknown; the claimer reconnects
+    src.abandoned(std::move(again), true);
+    co_return;
+  }
+  for (std::size_t i = 0; i < again.size(); ++i) {
+    registry_.record_claim(outcomes[i].status, 0.0);
+    if (again[i].dead_lettered) registry_.add_dead_letter();
+  }
+  src.committed(again, outcomes);
+}
+
+asio::awaitable<void> claim_loop::run(asio::io_context& ctx, message_source& src, int index) {
+  pg_connection conn{ctx, config_.database_url, config_.deadlines};
+  backoff retry{seed_ + static_cast<std::uint64_t>(index)};
+  std::mt19937_64 rng{seed_ ^ static_cast<std::uint64_t>(index * 7919)};
+  const auto claimer_name = fmt::format("{}-{}", src.name(), index);
+  // On stop, a claimer finishes what the source already read into memory,
+  // unless it has no database to finish it with.
+  while (!(stopping_ && (src.drained() || !conn.is_open())) && !src.finished()) {
+    if (!conn.is_open()) {
+      std::optional<std::chrono::milliseconds> wait;
+      try {
+        co_await conn.connect();
+        co_await src.on_connect(conn);
+        if (retry.attempts() > 0) log_json(log_level::info, "database connection restored", {{"claimer", claimer_name}});
+        retry.reset();
+      } catch (const std::exception& e) {
+        wait = retry.next();
+        if (retry.attempts() == 1 || retry.attempts() % 20 == 0)
+          log_json(log_level::warn, "cannot connect to the database; retrying",
+                   {{"claimer", claimer_name}, {"error", e.what()}, {"retry_in_ms", wait->count()}, {"attempt", retry.attempts()}});
+        conn.close();
+      }
+      if (wait) {
+        co_await sleep_for(*wait);
+        continue;
+      }
+    }
+    std::vector<delivery> batch, suspects;
+    std::chrono::milliseconds pause{0};
+    transaction_result result;
+    const auto commits_before = commits_.load();
+    try {
+      // BEGIN goes out with the take (or, for sources that take from memory,
+      // with the first claim): one round trip.
+      conn.defer_simple(sql::worker_begin);
+      const auto started = clock_type::now();
+      batch = co_await src.take(conn, config_.batch);
+      if (batch.empty()) {
+        co_await conn.rollback();
+        if ((stopping_ && src.drained()) || src.finished()) break;
+        co_await src.wait_for_work(conn);
+        continue;
+      }
+      // A message that failed alone before is only ever tried alone again,
+      // each try counted: it never fails a batch twice.
+      const auto healthy_end = std::stable_partition(batch.begin(), batch.end(),
+                                                     [](const delivery& d) { return d.attempts == 0; });
+      suspects.assign(std::make_move_iterator(healthy_end), std::make_move_iterator(batch.end()));
+      batch.erase(healthy_end, batch.end());
+      if (batch.empty()) co_await conn.rollback();  // releases the suspects for try_suspects to take again
+      else result = co_await finish_transaction(conn, src, batch, started);
+    } catch (const std::exception& e) {
+      // The take or the idle wait failed: nothing was claimed.
+      result = {ending::unavailable, e.what()};
+      conn.close();
+    }
+    try {
+      switch (result.how) {
+        case ending::committed: break;
+        case ending::retry_at_once:
+          if (batch.size() > 1) {
+            // A batch can keep colliding with concurrent claims of one user or
+            // another; alone, each message converges (already_claimed).
+            pause = co_await split(conn, src, std::move(batch), retry);
+            break;
+          }
+          src.abandoned(std::move(batch), false);
+          pause = std::chrono::milliseconds{std::uniform_int_distribution<int>{0, 5}(rng)};
+          break;
+        case ending::unavailable:
+          pause = retry.next();
+          log_json(log_level::warn, conn.is_open() ? "claim transaction failed; messages given back"
+                                                   : "database connection lost; messages given back",
+                   {{"claimer", claimer_name}, {"error", result.error}, {"messages", batch.size()},
+                    {"retry_in_ms", pause.count()}});
+          src.abandoned(std::move(batch), true);
+          break;
+        case ending::timed_out:
+        case ending::refused:
+          if (batch.size() > 1) {
+            log_json(log_level::warn, "claim transaction failed; trying its messages one by one",
+                     {{"claimer", claimer_name}, {"error", result.error}, {"messages", batch.size()}});
+            pause = co_await split(conn, src, std::move(batch), retry);
+          } else if (result.how == ending::refused || commits_.load() > commits_before) {
+            // Alone already: refused, or timed out while other claims went through.
+            pause = co_await blame(conn, src, std::move(batch.front()), result.error, false, retry);
+          } else {
+            pause = retry.next();  // timed out with nothing else getting through: the database is slow
+            src.abandoned(std::move(batch), true);
+          }
+          break;
+      }
+      if (!suspects.empty()) {
+        if (result.how == ending::unavailable) src.abandoned(std::move(suspects), true);
+        else pause = std::max(pause, co_await try_suspects(conn, src, std::move(suspects), retry));
+      }
+    } catch (const std::exception& e) {
+      // split, blame and try_suspects handle the database's failures
+      // themselves; this is a bug. Log it and carry on with a fresh
+      // connection rather than end the worker.
+      log_json(log_level::error, "claimer failed while handling a failed transaction",
+               {{"claimer", claimer_name}, {"error", e.what()}});
+      conn.close();
+      pause = retry.next();
+    }
+    if (pause.count() > 0) co_await sleep_for(pause);
+  }
+}
+
+}  // namespace voucherd

@@ -1,0 +1,44 @@
+#include "worker/http_surface.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+
+#include "common/json_log.hpp"
+#include "db/pg_connection.hpp"
+
+namespace voucherd {
+
+http_surface::http_surface(asio::io_context& io, const worker_config& config, metrics& registry)
+    : io_{io}, config_{config}, registry_{registry},
+      source_{std::make_unique<http_source>(config.campaign, registry)} {}
+
+void http_surface::start() {
+  source_->start(io_);
+  auto probe = [this](std::function<void(bool)> answer) {
+    asio::co_spawn(
+        io_,
+        [this, answer]() -> asio::awaitable<void> {
+          pg_connection probe_conn{io_, config_.database_url, config_.deadlines};
+          bool ready = false;
+          try {
+            co_await probe_conn.connect();
+            ready = true;
+          } catch (const std::exception&) {
+          }
+          answer(ready);
+        },
+        asio::detached);
+  };
+  auto submit = [this](std::string body, std::function<void(claim_reply)> done) {
+    source_->submit(std::move(body), std::move(done));
+  };
+  server_ = std::make_unique<http_server>(io_, config_.http_listen, submit, probe, registry_);
+  server_->start();
+  log_json(log_level::info, "http listening", {{"listen", config_.http_listen}, {"port", server_->port()}});
+}
+
+void http_surface::stop() {
+  if (server_) server_->stop();
+}
+
+}  // namespace voucherd
