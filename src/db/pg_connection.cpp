@@ -3,6 +3,7 @@
 #include <charconv>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -59,6 +60,9 @@ bool pg_connection::is_open() const { return conn_ && socket_ && PQstatus(conn_)
 
 void pg_connection::close() {
   deferred_.clear();
+  watch_->active = false;
+  watch_->socket = nullptr;
+  if (watchdog_) watchdog_->cancel();
   if (socket_) {
     // libpq owns the descriptor: hand it back before PQfinish closes it.
     socket_->release();
@@ -120,24 +124,36 @@ asio::awaitable<void> pg_connection::connect() {
 }
 
 void pg_connection::arm() {
-  reply_by_ = deadlines_.reply.count() > 0 ? std::chrono::steady_clock::now() + deadlines_.reply
-                                           : std::chrono::steady_clock::time_point::max();
+  watch_->expired = false;
+  if (deadlines_.reply.count() <= 0) return;
+  if (!watchdog_) watchdog_ = std::make_unique<asio::steady_timer>(io_);
+  watch_->active = true;
+  watch_->socket = socket_.get();
+  watchdog_->expires_after(deadlines_.reply);  // cancels the previous statement's wait
+  watchdog_->async_wait([w = watch_](boost::system::error_code ec) {
+    if (ec || !w->active || !w->socket) return;
+    w->expired = true;
+    w->socket->cancel();
+  });
+}
+
+void pg_connection::disarm() {
+  watch_->active = false;
+  // Also ends the timer's wait, so that nothing is left pending on the
+  // io_context between statements (a blocking caller runs it to completion).
+  if (watchdog_) watchdog_->cancel();
 }
 
 asio::awaitable<void> pg_connection::wait(bool for_write, std::string_view statement) {
   const auto what = for_write ? asio::posix::descriptor_base::wait_write : asio::posix::descriptor_base::wait_read;
-  if (reply_by_ == std::chrono::steady_clock::time_point::max()) {
-    co_await socket_->async_wait(what, use_awaitable);
-    co_return;
-  }
-  asio::steady_timer timer{io_, reply_by_};
-  auto which = co_await (socket_->async_wait(what, asio::as_tuple(use_awaitable)) ||
-                         timer.async_wait(asio::as_tuple(use_awaitable)));
-  if (which.index() == 1) {
+  boost::system::error_code ec;
+  co_await socket_->async_wait(what, asio::redirect_error(use_awaitable, ec));
+  if (watch_->expired) {
     auto e = lost(statement, fmt::format("no reply within {} ms; the connection is given up", deadlines_.reply.count()));
     close();
     throw e;
   }
+  if (ec) throw lost(statement, ec.message());
 }
 
 asio::awaitable<void> pg_connection::prepare(const sql_statement& statement) {
@@ -210,6 +226,7 @@ asio::awaitable<pg_rows> pg_connection::run_pipeline(queued last) {
         else PQclear(r);
     }
   }
+  disarm();
   if (PQexitPipelineMode(conn_) != 1) throw lost(name, "cannot leave pipeline mode");
   if (PQstatus(conn_) == CONNECTION_BAD) {
     if (error) throw pg_error{failure_kind::transient, error->statement(), error->sqlstate(), true, error->what()};
@@ -280,6 +297,7 @@ asio::awaitable<pg_rows> pg_connection::finish(std::string_view statement) {
       rows = pg_rows{r};
     }
   }
+  disarm();
   if (PQstatus(conn_) == CONNECTION_BAD) {
     if (error) throw pg_error{failure_kind::transient, error->statement(), error->sqlstate(), true, error->what()};
     throw lost(statement);

@@ -42,6 +42,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "common/failure.hpp"
 #include "db/connection_settings.hpp"
@@ -144,16 +145,28 @@ class pg_connection {
   // Waits until PQgetResult will not block.
   asio::awaitable<void> until_result(std::string_view statement);
   pg_error error_of(PGresult* r, std::string_view statement) const;
-  // Waits for the socket, at most until reply_by_.
+  // Waits for the socket; throws lost() when the watchdog ran out first.
   asio::awaitable<void> wait(bool for_write, std::string_view statement);
-  // Starts the reply deadline of the statement about to be sent.
+  // Starts the reply deadline of the statement about to be sent: one timer
+  // per statement (not one per socket wait), which cancels the socket's
+  // wait when it runs out.
   void arm();
+  // The statement's replies are all in.
+  void disarm();
   pg_error lost(std::string_view statement, std::string why = {});
 
   asio::io_context& io_;
   std::string url_;
   pg_deadlines deadlines_;
-  std::chrono::steady_clock::time_point reply_by_{};  // max() when unbounded
+  // Shared with the watchdog's handler, which may run after this object is
+  // gone (a timer cancelled by its destruction still calls its handler).
+  struct watch {
+    bool active = false;   // a statement is waiting for its replies
+    bool expired = false;  // and its deadline ran out
+    asio::posix::stream_descriptor* socket = nullptr;
+  };
+  std::shared_ptr<watch> watch_ = std::make_shared<watch>();
+  std::unique_ptr<asio::steady_timer> watchdog_;
   PGconn* conn_ = nullptr;
   std::unique_ptr<asio::posix::stream_descriptor> socket_;
   std::unordered_set<std::string_view> prepared_;  // catalog names: their storage is static
