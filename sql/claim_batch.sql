@@ -13,10 +13,7 @@
 -- Returns no row for an unknown campaign, else one row per input line, in
 -- input order: ord, user_id, status, voucher_id, code, campaign_id, free_from.
 WITH camp AS MATERIALIZED (
-    SELECT id, free_from,
-           (starts_at IS NULL OR starts_at <= now()) AND (ends_at IS NULL OR now() < ends_at) AS active
-      FROM campaign
-     WHERE name = $1
+    SELECT id, free_from, active FROM campaign_state WHERE name = $1  -- migration 0005
 ), input AS MATERIALIZED (
     SELECT x.user_id, nullif(x.message_id, '') AS message_id, x.ord
       FROM unnest(string_to_array($2, E'\n'), string_to_array($3, E'\n'))
@@ -57,14 +54,13 @@ WITH camp AS MATERIALIZED (
     RETURNING v.id, v.code, v.user_id, v.campaign_id
 ), notified AS (
     INSERT INTO notification_outbox (idempotency_key, campaign_id, voucher_id, user_id, code)
-    SELECT c.id || '-' || md5(c.user_id), c.campaign_id, c.id, c.user_id, c.code
+    SELECT notification_key(c.id, c.user_id), c.campaign_id, c.id, c.user_id, c.code
       FROM claimed c
 ), result AS (
     SELECT i.ord, i.user_id, i.message_id,
-           CASE WHEN c.id IS NOT NULL AND i.ord = f.ord THEN 'claimed'
-                WHEN c.id IS NOT NULL OR o.id IS NOT NULL THEN 'already_claimed'
-                WHEN NOT camp.active THEN 'inactive'
-                ELSE 'sold_out' END AS status,
+           -- a user listed twice: the first line took it, the later ones own it
+           claim_status(c.id IS NOT NULL AND i.ord = f.ord, c.id IS NOT NULL OR o.id IS NOT NULL, camp.active)
+               AS status,
            coalesce(c.id, o.id) AS voucher_id,
            coalesce(c.code, o.code) AS code,
            camp.id AS campaign_id,

@@ -15,10 +15,7 @@
 --   status ('claimed' | 'already_claimed' | 'sold_out' | 'inactive'),
 --   voucher_id, code, campaign_id, free_from (for advance_free_mark).
 WITH camp AS MATERIALIZED (
-    SELECT id, free_from,
-           (starts_at IS NULL OR starts_at <= now()) AND (ends_at IS NULL OR now() < ends_at) AS active
-      FROM campaign
-     WHERE name = $1
+    SELECT id, free_from, active FROM campaign_state WHERE name = $1  -- migration 0005
 ), owned AS MATERIALIZED (
     SELECT v.id, v.code
       FROM voucher_item v
@@ -39,13 +36,10 @@ WITH camp AS MATERIALIZED (
     RETURNING id, code, campaign_id
 ), notified AS (
     INSERT INTO notification_outbox (idempotency_key, campaign_id, voucher_id, user_id, code)
-    SELECT claimed.id || '-' || md5($2), claimed.campaign_id, claimed.id, $2, claimed.code
+    SELECT notification_key(claimed.id, $2), claimed.campaign_id, claimed.id, $2, claimed.code
       FROM claimed
 ), result AS (
-    SELECT CASE WHEN c.id IS NOT NULL THEN 'claimed'
-                WHEN o.id IS NOT NULL THEN 'already_claimed'
-                WHEN NOT camp.active THEN 'inactive'
-                ELSE 'sold_out' END AS status,
+    SELECT claim_status(c.id IS NOT NULL, o.id IS NOT NULL, camp.active) AS status,
            coalesce(c.id, o.id) AS voucher_id,
            coalesce(c.code, o.code) AS code,
            camp.id AS campaign_id,
