@@ -119,6 +119,12 @@ TEST_CASE("bad input gets its exit code and a clear message, and changes nothing
       {"generate with a zero count", {"generate", "--campaign", "live", "--count", "0"}, "", k_exit_usage,
        "--count"},
       {"stats of an unknown campaign", {"stats", "--campaign", "nope"}, "", k_exit_rejected, "unknown campaign"},
+      {"more short codes than exist", {"generate", "--campaign", "live", "--count", "1000000", "--length", "4"}, "",
+       k_exit_usage, "more than half of the 531441 possible codes of length 4"},
+      {"a timeout that is not a number", {"claim", "--campaign", "live", "--user", "1", "--lock-timeout-ms", "soon"},
+       "", k_exit_usage, "lock-timeout-ms"},
+      {"a timeout past a day", {"claim", "--campaign", "live", "--user", "1", "--statement-timeout-ms", "999999999"},
+       "", k_exit_usage, "must be 0..86400000"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.name);
@@ -196,4 +202,23 @@ TEST_CASE("every command answers --help") {
     CHECK_MESSAGE(r.exit_code == 0, cmd[0], r.err);
     CHECK_MESSAGE(r.out.find("--database-url") != std::string::npos, cmd[0], r.out);
   }
+}
+
+TEST_CASE("a refused campaign create still answers with a JSON line on stdout") {
+  test_database db;
+  REQUIRE(run_voucherd({"campaign", "create", "twice", "--database-url", db.url()}).exit_code == 0);
+  const auto r = run_voucherd({"campaign", "create", "twice", "--database-url", db.url()});
+  CHECK_MESSAGE(r.exit_code == k_exit_rejected, r.err);
+  CHECK_MESSAGE(r.out.find(R"("status":"rejected")") != std::string::npos, "stdout: ", r.out);
+  CHECK_MESSAGE(r.out.find("exists already") != std::string::npos, "stdout: ", r.out);
+}
+
+TEST_CASE("voucherd --version, and a subcommand group called without its subcommand") {
+  const auto v = run_voucherd({"--version"});
+  CHECK(v.exit_code == 0);
+  CHECK_MESSAGE(v.out.rfind("voucherd ", 0) == 0, v.out);
+  const auto c = run_voucherd({"campaign"});
+  CHECK(c.exit_code == k_exit_usage);
+  CHECK_MESSAGE(c.err.find("needs a subcommand") != std::string::npos, c.err);
+  CHECK_MESSAGE(c.err.find("usage error: usage:") == std::string::npos, c.err);
 }

@@ -43,7 +43,8 @@ int run_campaign(const args& a) {
       std::cout << "usage: voucherd campaign create NAME [--starts-at T] [--ends-at T]\n";
       return k_exit_ok;
     }
-    throw voucherd_error{failure_kind::usage, "usage: voucherd campaign create NAME [--starts-at T] [--ends-at T]"};
+    throw voucherd_error{failure_kind::usage,
+                         "voucherd campaign needs a subcommand: voucherd campaign create NAME [--starts-at T] [--ends-at T]"};
   }
   common_flags url_flag;
   campaign_spec spec;
@@ -58,7 +59,15 @@ int run_campaign(const args& a) {
              {"name"}, vm))
     return k_exit_ok;
   db_session db{resolve_common(url_flag, "campaign").database_url};
-  print_json(create_campaign(db.conn(), spec));
+  try {
+    print_json(create_campaign(db.conn(), spec));
+  } catch (const voucherd_error& e) {
+    if (e.kind() != failure_kind::rejected) throw;
+    // A rejected create still answers on stdout, as every machine-facing command does.
+    print_json({{"status", "rejected"}, {"campaign", spec.name}, {"reason", e.what()}});
+    say(fmt::format("rejected: {}", e.what()));
+    return k_exit_rejected;
+  }
   return k_exit_ok;
 }
 
@@ -133,6 +142,13 @@ int run_generate(const args& a) {
   if (count < 1 || count > 10'000'000) throw voucherd_error{failure_kind::usage, "--count must be 1..10000000"};
   if (length < k_min_code_length || length > k_max_code_length)
     throw voucherd_error{failure_kind::usage, fmt::format("--length must be {}..{}", k_min_code_length, k_max_code_length)};
+  // Random draws that must all differ: past half of the possible codes they
+  // repeat more often than not, and past all of them they never end.
+  if (const auto possible = possible_codes(length); count > possible / 2)
+    throw voucherd_error{failure_kind::usage,
+                         fmt::format("--count {} is more than half of the {} possible codes of length {}; "
+                                     "use a longer --length",
+                                     count, possible, length)};
   db_session db{resolve_common(url_flag, "generate", db_profile::maintenance).database_url};
   const auto added = generate_codes(db.conn(), campaign, count, length, [](std::size_t n) {
     say(fmt::format("generate: {} codes made", n));

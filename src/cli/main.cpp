@@ -29,8 +29,10 @@ constexpr const char* k_usage = R"(usage: voucherd COMMAND [OPTIONS]   (COMMAND 
   worker --source stdin|pg|redis       the claim daemon [--concurrency N] [--batch B] [--http ADDR:PORT]
   bench --strategy S --pods P          race lab: P pods of a claim strategy, audited [--compare]
 
-Every command takes --database-url URL (default: $DATABASE_URL, then libpq's PG* variables).
-Machine output is JSON lines on stdout; messages go to stderr.
+Every command takes --database-url URL (default: $DATABASE_URL, then libpq's PG* variables)
+and bounds every wait on the database: --statement-timeout-ms, --lock-timeout-ms,
+--idle-in-transaction-timeout-ms, --connect-timeout-ms (or VOUCHERD_* variables).
+Machine output is JSON lines on stdout; messages go to stderr. voucherd --version prints the version.
 Exit: 0 ok, 3 sold out, 64 usage, 65 rejected, 70 internal, 75 transient (retry).
 )";
 
@@ -54,8 +56,6 @@ const std::map<std::string, command_fn>& commands() {
 
 int main(int argc, char** argv) {
   using namespace voucherd;
-  // Fail fast when the database is unreachable, unless the caller chose a timeout.
-  setenv("PGCONNECT_TIMEOUT", "5", /*overwrite=*/0);
   if (argc < 2) {
     std::fputs(k_usage, stderr);
     return k_exit_usage;
@@ -63,6 +63,10 @@ int main(int argc, char** argv) {
   const std::string name = argv[1];
   if (name == "--help" || name == "-h" || name == "help") {
     std::fputs(k_usage, stdout);
+    return k_exit_ok;
+  }
+  if (name == "--version" || name == "version") {
+    std::printf("voucherd %s\n", VOUCHERD_VERSION);
     return k_exit_ok;
   }
   auto it = commands().find(name);
