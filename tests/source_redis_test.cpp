@@ -60,3 +60,27 @@ TEST_CASE("redis: an entry delivered more than --max-deliveries times is dead-le
   CHECK_MESSAGE(redis_int(*q.redis(), {"XPENDING", queue_under_test::k_stream, "voucherd"}) == 0, "and acknowledged");
   CHECK_MESSAGE(q.db().count("SELECT count(*) FROM voucher_item WHERE user_id IS NOT NULL") == 0, "nothing claimed");
 }
+
+TEST_CASE("redis: a producer's flat fields (user_id, campaign, message_id) are a message too; neither is a poison") {
+  queue_under_test q{"redis", "flat", 10};
+  {
+    redis_node node{q.redis()->endpoint(), std::chrono::milliseconds{2000}};
+    REQUIRE(node.command({"XADD", queue_under_test::k_stream, "*", "user_id", "f1", "campaign", "flat",
+                          "message_id", "m-f1"}));
+    REQUIRE(node.command({"XADD", queue_under_test::k_stream, "*", "user_id", "f2"}));  // campaign from --campaign
+    REQUIRE(node.command({"XADD", queue_under_test::k_stream, "*", "note", "no message here"}));
+  }
+  q.enqueue({R"({"user_id":"f3"})"});  // what `voucherd enqueue` writes: a body field
+  const auto err_path = temp_path("flat");
+  const int pid = spawn_voucherd(q.worker_args(1, 1), {}, err_path);
+  const bool answered = wait_until([&] { return q.answered() >= 4; }, std::chrono::seconds{30});
+  CHECK_MESSAGE(terminate_and_wait(pid, std::chrono::seconds{10}) == 0, "exit 0 on SIGTERM");
+  CHECK_MESSAGE(answered, "every entry got an outcome: " << read_file(err_path).substr(0, 2000));
+  std::filesystem::remove(err_path);
+  for (const char* user : {"f1", "f2", "f3"})
+    CHECK_MESSAGE(q.db().count(fmt::format("SELECT count(*) FROM voucher_item WHERE user_id = '{}'", user)) == 1,
+                  user << " owns a voucher");
+  CHECK_MESSAGE(q.db().count("SELECT count(*) FROM message_outcome WHERE status = 'rejected' "
+                             "AND reason LIKE '%neither a body field nor a user_id field%'") == 1,
+                "the entry with neither is rejected with the reason");
+}

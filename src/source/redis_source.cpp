@@ -2,6 +2,9 @@
 
 #include <random>
 
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
+
 #include <fmt/format.h>
 
 #include "redis/redis_node.hpp"
@@ -29,17 +32,25 @@ end
 return 0)";
 std::string text_of(const redisReply* r) { return r && r->str ? std::string(r->str, r->len) : std::string{}; }
 
-// One stream entry ([id, [field, value, ...]]) as a delivery; the message is
-// the "body" field.
+// One stream entry ([id, [field, value, ...]]) as a delivery. The message is
+// its "body" field (what `voucherd enqueue` writes: the JSON message), or,
+// for producers that write flat fields, the fields user_id, campaign and
+// message_id, turned into that JSON message (values are strings).
 std::optional<delivery> entry_to_delivery(const redisReply* e) {
   if (!e || e->type != REDIS_REPLY_ARRAY || e->elements < 2) return std::nullopt;  // deleted meanwhile
   delivery d;
   d.id = text_of(e->element[0]);
   const redisReply* fields = e->element[1];
   bool has_body = false;
+  boost::json::object flat;
   for (std::size_t f = 0; fields && f + 1 < fields->elements; f += 2) {
-    if (text_of(fields->element[f]) != "body") continue;
+    const auto name = text_of(fields->element[f]);
     const redisReply* v = fields->element[f + 1];
+    if (name == "user_id" || name == "campaign" || name == "message_id") {
+      flat[name] = text_of(v);
+      continue;
+    }
+    if (name != "body") continue;
     has_body = true;
     if (v->len > k_max_message_bytes) {
       d.oversized = true;
@@ -48,7 +59,13 @@ std::optional<delivery> entry_to_delivery(const redisReply* e) {
       d.body = text_of(v);
     }
   }
-  if (!has_body) d.poison = "stream entry has no body field";
+  if (!has_body && flat.contains("user_id")) {
+    d.body = boost::json::serialize(flat);
+    d.oversized = d.body.size() > k_max_message_bytes;
+    if (d.oversized) d.body.resize(k_dead_letter_body_bytes);
+  } else if (!has_body) {
+    d.poison = "stream entry has neither a body field nor a user_id field";
+  }
   return d;
 }
 

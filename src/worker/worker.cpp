@@ -131,9 +131,11 @@ int worker::run() {
   if (s.http) s.http->stop();
   s.source->close();
   if (s.dispatcher) s.dispatcher->stop();
-  log_json(log_level::info, "worker stopped", {{"claims", static_cast<std::int64_t>(
-      s.registry.claims(claim_status::claimed) + s.registry.claims(claim_status::already_claimed) +
-      s.registry.claims(claim_status::sold_out) + s.registry.claims(claim_status::rejected))}});
+  boost::json::object answered;
+  for (auto status : {claim_status::claimed, claim_status::already_claimed, claim_status::sold_out,
+                      claim_status::rejected})
+    answered[to_string(status)] = static_cast<std::int64_t>(s.registry.claims(status));
+  log_json(log_level::info, "worker stopped", {{"answered", std::move(answered)}});
   return 0;
 }
 
