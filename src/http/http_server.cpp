@@ -1,19 +1,27 @@
-// The HTTP surface, in the shape of Beast's small server examples: a listener
-// that accepts, a session per connection with do_x/on_x steps on its own
-// strand and one deadline per request, and pure functions that route a
-// request and build a response.
+// The HTTP surface, in the shape of Beast's awaitable server example: an
+// accept loop and one session per connection, each a coroutine on its own
+// strand, a deadline per request on the session's tcp_stream, and
+// handle_request, which turns a request into its response and knows nothing
+// of connections.
 #include "http/http_server.hpp"
 #include "db/classify.hpp"
 
+#include <atomic>
+#include <exception>
+#include <optional>
 #include <mutex>
 #include <vector>
 
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/beast/version.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 #include <fmt/format.h>
@@ -140,162 +148,182 @@ listen_address parse_listen(const std::string& listen, bool allow_non_loopback) 
   return out;
 }
 
-}  // namespace
-
-// One connection: read a request, answer it, repeat while keep-alive.
-class http_session : public std::enable_shared_from_this<http_session> {
- public:
-  http_session(tcp::socket&& socket, std::shared_ptr<http_server::impl> server)
-      : stream_{std::move(socket)}, server_{std::move(server)} {}
-
-  void run() {
-    asio::dispatch(stream_.get_executor(), beast::bind_front_handler(&http_session::do_read, shared_from_this()));
-  }
-
-  // From any thread: closes the connection (an in-flight claim still completes,
-  // its answer is just not sent).
-  void close() {
-    asio::post(stream_.get_executor(), [self = shared_from_this()] {
-      beast::error_code ec;
-      self->stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-      self->stream_.close();
-    });
-  }
-
- private:
-  void do_read();
-  void on_read(beast::error_code ec, std::size_t);
-  void answer(response res);
-  void on_write(bool keep_alive, beast::error_code ec, std::size_t);
-  void do_close() {
-    beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-  }
-
-  beast::tcp_stream stream_;
-  beast::flat_buffer buffer_;
-  std::optional<http::request_parser<http::string_body>> parser_;
-  std::shared_ptr<response> pending_;
-  std::shared_ptr<http_server::impl> server_;
+// What a request may reach: everything handle_request needs, nothing about
+// connections.
+struct request_services {
+  claim_handler on_claim;
+  readiness_probe probe;
+  metrics& registry;
 };
 
-struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
+// Bridges a callback-style call into a coroutine: start(done) begins the
+// work, done(value) resumes the awaiting coroutine with value. done may run
+// inside start (a probe or a malformed body answers at once) or later on the
+// io_context's thread; the resumption is always posted to the coroutine's own
+// executor, so the coroutine never runs nested inside start nor off its
+// strand. If start throws before answering, the coroutine gets the exception;
+// a second done is ignored. Should done be dropped uncalled, the waiting
+// coroutine is destroyed with it (its connection closes) rather than leaked.
+template <typename Value, typename Start>
+asio::awaitable<Value> async_answer(Start start) {
+  return asio::async_initiate<const asio::use_awaitable_t<>, void(std::exception_ptr, Value)>(
+      [](auto handler, Start start) {
+        using handler_type = decltype(handler);
+        // std::function needs a copyable callable; the coroutine's handler is move-only.
+        auto pending = std::make_shared<std::optional<handler_type>>(std::move(handler));
+        auto complete = [pending](std::exception_ptr error, Value value) {
+          if (!*pending) return;
+          handler_type resume = std::move(**pending);
+          pending->reset();
+          const auto executor = asio::get_associated_executor(resume);
+          asio::post(executor, [resume = std::move(resume), error, value = std::move(value)]() mutable {
+            std::move(resume)(error, std::move(value));
+          });
+        };
+        try {
+          start([complete](Value value) { complete(nullptr, std::move(value)); });
+        } catch (...) {
+          complete(std::current_exception(), Value{});
+        }
+      },
+      asio::use_awaitable, std::move(start));
+}
+
+// A request in, its response out. Knows nothing of sockets or deadlines; its
+// only waits are on the claim handler and the readiness probe.
+asio::awaitable<response> handle_request(request req, const request_services& services) {
+  switch (route_of(req)) {
+    case route::healthz: co_return make_response(req, 200, k_json, R"({"status":"ok"})");
+    case route::metrics: co_return make_response(req, 200, k_prometheus, services.registry.prometheus_text());
+    case route::not_found: co_return make_response(req, 404, k_json, error_body("not_found", req.target()));
+    case route::method_not_allowed:
+      co_return make_response(req, 405, k_json, error_body("method_not_allowed", req.method_string()));
+    case route::readyz: {
+      bool ready = true;
+      if (services.probe) {
+        try {
+          ready = co_await async_answer<bool>([&](auto done) { services.probe(std::move(done)); });
+        } catch (const std::exception&) {
+          ready = false;  // a probe that cannot even ask is an answer too
+        }
+      }
+      co_return make_response(req, ready ? 200 : 503, k_json, ready ? R"({"ready":true})" : R"({"ready":false})");
+    }
+    case route::claims: {
+      claim_reply reply;
+      try {
+        reply = co_await async_answer<claim_reply>(
+            [&](auto done) { services.on_claim(std::move(req.body()), std::move(done)); });
+      } catch (const std::exception& e) {
+        // The handler threw instead of answering: still one answer per request.
+        reply = claim_reply{};
+        reply.failure = classify(e);
+        reply.error = e.what();
+      }
+      co_return claim_response(req, reply);
+    }
+  }
+  co_return make_response(req, 500, k_json, error_body("internal", "unrouted request"));  // unreachable
+}
+
+// The 413 for a request whose body passed the limit. The body is not read,
+// so the connection cannot be reused: the answer says close.
+response body_too_large(request head) {
+  head.keep_alive(false);
+  return make_response(
+      head, 413, k_json,
+      error_body("malformed", fmt::format("request body exceeds {} bytes", http_server::k_max_body_bytes)));
+}
+
+// Sessions and the accept loop only return; an exception out of one is a bug
+// here and reaches io_context::run, as it did before coroutines.
+void rethrow_failure(std::exception_ptr error) {
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace
+
+struct http_server::impl {
   impl(asio::io_context& io, std::string listen, claim_handler on_claim, readiness_probe probe,
        metrics& registry, bool allow_non_loopback)
       : io_{io},
         acceptor_{asio::make_strand(io)},
         listen_{std::move(listen)},
-        on_claim_{std::move(on_claim)},
-        probe_{std::move(probe)},
-        metrics_{registry},
+        services_{std::move(on_claim), std::move(probe), registry},
         allow_non_loopback_{allow_non_loopback} {}
 
-  void do_accept() {
-    acceptor_.async_accept(asio::make_strand(io_),
-                           beast::bind_front_handler(&impl::on_accept, shared_from_this()));
-  }
+  static asio::awaitable<void> accept_loop(std::shared_ptr<impl> self);
+  static asio::awaitable<void> run_session(std::shared_ptr<impl> self, std::shared_ptr<beast::tcp_stream> stream);
 
-  void on_accept(beast::error_code ec, tcp::socket socket) {
-    if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
-    if (!ec) {
-      auto session = std::make_shared<http_session>(std::move(socket), shared_from_this());
-      {
-        std::lock_guard lock{sessions_mutex_};
-        std::erase_if(sessions_, [](const auto& w) { return w.expired(); });
-        sessions_.push_back(session);
-      }
-      session->run();
-    }
-    do_accept();
+  // Registers an accepted connection so stop() can close it; false once
+  // stop() ran, which closes the race of an accept that completed just
+  // before the acceptor was closed.
+  bool track(const std::shared_ptr<beast::tcp_stream>& stream) {
+    std::lock_guard lock{connections_mutex_};
+    if (stopped_) return false;
+    std::erase_if(connections_, [](const auto& w) { return w.expired(); });
+    connections_.push_back(stream);
+    return true;
   }
 
   asio::io_context& io_;
   tcp::acceptor acceptor_;
   std::string listen_;
-  claim_handler on_claim_;
-  readiness_probe probe_;
-  metrics& metrics_;
+  request_services services_;
   bool allow_non_loopback_;
   std::chrono::milliseconds request_timeout_ = http_server::k_request_timeout;
   std::atomic<unsigned short> port_{0};
-  std::mutex sessions_mutex_;
-  std::vector<std::weak_ptr<http_session>> sessions_;
+  std::mutex connections_mutex_;
+  bool stopped_ = false;
+  std::vector<std::weak_ptr<beast::tcp_stream>> connections_;
 };
 
-void http_session::do_read() {
-  parser_.emplace();
-  parser_->body_limit(http_server::k_max_body_bytes);
-  stream_.expires_after(server_->request_timeout_);
-  http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&http_session::on_read, shared_from_this()));
-}
-
-void http_session::on_read(beast::error_code ec, std::size_t) {
-  if (ec == http::error::end_of_stream) return do_close();
-  if (ec == http::error::body_limit) {
-    // The body is not read, so the connection cannot be reused: answer and close.
-    request head = parser_->get();
-    head.keep_alive(false);
-    return answer(make_response(
-        head, 413, k_json,
-        error_body("malformed", fmt::format("request body exceeds {} bytes", http_server::k_max_body_bytes))));
-  }
-  if (ec) return;  // timeout, reset, garbage: drop the connection
-
-  request req = parser_->release();
-  switch (route_of(req)) {
-    case route::healthz: return answer(make_response(req, 200, k_json, R"({"status":"ok"})"));
-    case route::metrics:
-      return answer(make_response(req, 200, k_prometheus, server_->metrics_.prometheus_text()));
-    case route::not_found: return answer(make_response(req, 404, k_json, error_body("not_found", req.target())));
-    case route::method_not_allowed:
-      return answer(make_response(req, 405, k_json, error_body("method_not_allowed", req.method_string())));
-    case route::readyz: {
-      if (!server_->probe_) return answer(make_response(req, 200, k_json, R"({"ready":true})"));
-      auto shared_req = std::make_shared<request>(std::move(req));
-      server_->probe_([self = shared_from_this(), shared_req](bool ready) {
-        asio::dispatch(self->stream_.get_executor(), [self, shared_req, ready] {
-          self->answer(make_response(*shared_req, ready ? 200 : 503, k_json,
-                                     ready ? R"({"ready":true})" : R"({"ready":false})"));
-        });
-      });
-      return;
-    }
-    case route::claims: {
-      auto shared_req = std::make_shared<request>(std::move(req));
-      std::string body = std::move(shared_req->body());
-      auto done = [self = shared_from_this(), shared_req](claim_reply reply) {
-        asio::dispatch(self->stream_.get_executor(), [self, shared_req, reply = std::move(reply)] {
-          self->answer(claim_response(*shared_req, reply));
-        });
-      };
-      try {
-        server_->on_claim_(std::move(body), std::move(done));
-      } catch (const std::exception& e) {
-        // The handler threw instead of answering: still one answer per request.
-        claim_reply reply;
-        reply.failure = classify(e);
-        reply.error = e.what();
-        answer(claim_response(*shared_req, reply));
-      }
-      return;
-    }
+asio::awaitable<void> http_server::impl::accept_loop(std::shared_ptr<impl> self) {
+  for (;;) {
+    beast::error_code ec;
+    // Each connection gets its own strand, so sessions stay serial even on a
+    // multi-threaded io_context.
+    tcp::socket socket = co_await self->acceptor_.async_accept(asio::make_strand(self->io_),
+                                                               asio::redirect_error(asio::use_awaitable, ec));
+    if (ec == asio::error::operation_aborted || !self->acceptor_.is_open()) co_return;
+    if (ec) continue;
+    auto stream = std::make_shared<beast::tcp_stream>(std::move(socket));
+    if (!self->track(stream)) co_return;
+    asio::co_spawn(stream->get_executor(), run_session(self, stream), rethrow_failure);
   }
 }
 
-void http_session::answer(response res) {
-  if (!stream_.socket().is_open()) return;  // closed by stop() while the claim ran
-  pending_ = std::make_shared<response>(std::move(res));
-  const bool keep_alive = pending_->keep_alive();
-  stream_.expires_after(server_->request_timeout_);
-  http::async_write(stream_, *pending_,
-                    beast::bind_front_handler(&http_session::on_write, shared_from_this(), keep_alive));
-}
+// One connection: read a request, answer it, repeat while keep-alive. The
+// stream is shared only so stop() can close it; the coroutine owns it.
+asio::awaitable<void> http_server::impl::run_session(std::shared_ptr<impl> self,
+                                                     std::shared_ptr<beast::tcp_stream> stream) {
+  beast::flat_buffer buffer;
+  for (;;) {
+    http::request_parser<http::string_body> parser;
+    parser.body_limit(http_server::k_max_body_bytes);
+    beast::error_code ec;
+    // The deadline covers waiting for the request (idle keep-alive included)
+    // and reading it; the wait for a claim is the claim path's to bound.
+    stream->expires_after(self->request_timeout_);
+    co_await http::async_read(*stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec == http::error::end_of_stream) break;
+    response res;
+    if (ec == http::error::body_limit)
+      res = body_too_large(parser.get());
+    else if (ec)
+      co_return;  // timeout, reset, garbage, closed by stop(): drop the connection
+    else
+      res = co_await handle_request(parser.release(), self->services_);
 
-void http_session::on_write(bool keep_alive, beast::error_code ec, std::size_t) {
-  pending_.reset();
-  if (ec) return;
-  if (!keep_alive) return do_close();
-  do_read();
+    if (!stream->socket().is_open()) co_return;  // closed by stop() while the claim ran
+    const bool keep_alive = res.keep_alive();
+    stream->expires_after(self->request_timeout_);
+    co_await http::async_write(*stream, res, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return;
+    if (!keep_alive) break;
+  }
+  beast::error_code ignored;
+  stream->socket().shutdown(tcp::socket::shutdown_send, ignored);
 }
 
 http_server::http_server(asio::io_context& io, const std::string& listen, claim_handler on_claim,
@@ -320,7 +348,11 @@ void http_server::start() {
     throw voucherd_error{failure_kind::transient,
                          fmt::format("--http '{}': cannot listen: {}", impl_->listen_, ec.message())};
   impl_->port_ = acceptor.local_endpoint().port();
-  asio::dispatch(acceptor.get_executor(), [self = impl_] { self->do_accept(); });
+  {
+    std::lock_guard lock{impl_->connections_mutex_};
+    impl_->stopped_ = false;
+  }
+  asio::co_spawn(acceptor.get_executor(), impl::accept_loop(impl_), rethrow_failure);
 }
 
 void http_server::stop() {
@@ -328,14 +360,22 @@ void http_server::stop() {
     beast::error_code ec;
     self->acceptor_.close(ec);
   });
-  std::vector<std::shared_ptr<http_session>> open;
+  std::vector<std::shared_ptr<beast::tcp_stream>> open;
   {
-    std::lock_guard lock{impl_->sessions_mutex_};
-    for (auto& w : impl_->sessions_)
+    std::lock_guard lock{impl_->connections_mutex_};
+    impl_->stopped_ = true;
+    for (auto& w : impl_->connections_)
       if (auto s = w.lock()) open.push_back(std::move(s));
-    impl_->sessions_.clear();
+    impl_->connections_.clear();
   }
-  for (auto& s : open) s->close();
+  // Closing on the session's own strand makes its pending read or write
+  // finish with an error, and the session coroutine returns.
+  for (auto& stream : open)
+    asio::post(stream->get_executor(), [stream] {
+      beast::error_code ec;
+      stream->socket().shutdown(tcp::socket::shutdown_both, ec);
+      stream->close();
+    });
 }
 
 unsigned short http_server::port() const { return impl_->port_; }

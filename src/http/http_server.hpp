@@ -65,15 +65,15 @@ class http_server {
   // non-loopback address (unless allowed), voucherd_error(transient) when the
   // port cannot be bound.
   void start();
-  // Stops accepting and closes open connections; returns at once. Safe to
-  // call from any thread, and more than once. Destroy the server before its
-  // io_context.
+  // Stops accepting and closes open connections; returns at once. A claim
+  // already handed to claim_handler still completes, its answer is just not
+  // sent. Safe to call from any thread, and more than once. Destroy the
+  // server before its io_context.
   void stop();
   // The bound port (after start()).
   unsigned short port() const;
 
  private:
-  friend class http_session;
   struct impl;
   std::shared_ptr<impl> impl_;
 };
