@@ -23,7 +23,7 @@ namespace {
 
 // Puts one message per user on the pg queue (voucherd enqueue).
 void enqueue_users(const test_database& db, const std::string& campaign, const std::string& prefix, int from, int to) {
-  const auto path = temp_file("messages");
+  const auto path = temp_path("messages");
   {
     std::ofstream out{path};
     for (int i = from; i <= to; ++i) out << fmt::format(R"({{"user_id":"{}-{}"}})", prefix, i) << '\n';
@@ -99,7 +99,7 @@ TEST_CASE("voucherd claim gives up on a table lock after --lock-timeout-ms: exit
   const auto retry = run_voucherd({"claim", "--campaign", "locked", "--user", "u-1", "--message-id", "m-1",
                                    "--lock-timeout-ms", "500", "--database-url", db.url()});
   CHECK_MESSAGE(retry.exit_code == 0, retry.out, retry.err);
-  CHECK_MESSAGE(field(retry.out, "status") == "claimed", retry.out);
+  CHECK_MESSAGE(json_field(retry.out, "status") == "claimed", retry.out);
 }
 
 TEST_CASE("a worker with --lock-timeout-ms keeps running while a table lock is held and claims once it is released") {
@@ -108,23 +108,22 @@ TEST_CASE("a worker with --lock-timeout-ms keeps running while a table lock is h
   child worker{{"worker", "--source", "pg", "--campaign", "locked", "--concurrency", "2", "--lock-timeout-ms", "500",
                 "--database-url", db.url()}};
   enqueue_users(db, "locked", "before", 1, 1);
-  REQUIRE_MESSAGE((eventually([&] { return !worker.running() || pending(db) == 0; }, 30s) && worker.running()),
+  REQUIRE_MESSAGE((wait_until([&] { return !worker.running() || pending(db) == 0; }, 30s) && worker.running()),
                   "the worker claims a message before the lock: ", worker.describe());
 
   lock_holder holder{db};
   holder.lock_table_exclusive("voucher_item");
   enqueue_users(db, "locked", "during", 1, 1);
   // The worker tries the message (a backend waits on the holder), gives up
-  // after 500 ms, and tries again; held for 3 s (six lock timeouts) in all.
-  const auto held_since = std::chrono::steady_clock::now();
-  const bool tried = eventually([&] { return fault::waiting_on(db, holder.backend_pid()) > 0; }, 10s);
-  CHECK_MESSAGE(tried, "no claim of the worker waited on the table lock within 10 s: ", worker.describe());
-  while (std::chrono::steady_clock::now() - held_since < 3s && worker.running()) std::this_thread::sleep_for(50ms);
+  // after 500 ms, and tries again: held until it waited in three transactions.
+  const auto tries = wait_for_lock_waits(db, holder.backend_pid(), 3, [&] { return !worker.running(); }, 30s);
+  CHECK_MESSAGE(tries >= 3, "the worker waited on the table lock in ", tries,
+                " transactions within 30 s, not three (one per lock timeout): ", worker.describe());
   CHECK_MESSAGE(worker.running(), "the worker stopped while the table was locked: ", worker.describe());
   CHECK_MESSAGE(pending(db) == 1, "the message waits for the lock");
   holder.release();
 
-  CHECK_MESSAGE(eventually([&] { return pending(db) == 0; }, 60s),
+  CHECK_MESSAGE(wait_until([&] { return pending(db) == 0; }, 60s),
                 "the message was not claimed within 60 s of the release: ", worker.describe());
   CHECK_MESSAGE(worker.terminate(30s) == 0, "SIGTERM exits 0: ", worker.describe());
   check_every_message_claimed_once(db, "locked", 2);
@@ -138,7 +137,7 @@ TEST_CASE("a worker whose database backend stops answering (SIGSTOP) reconnects 
   child worker{{"worker", "--source", "pg", "--campaign", "frozen", "--concurrency", "1", "--database-url", db.url()},
                {{"VOUCHERD_STATEMENT_TIMEOUT_MS", "1000"}}};
   enqueue_users(db, "frozen", "a", 1, 100);
-  REQUIRE_MESSAGE((eventually([&] { return !worker.running() || pending(db) == 0; }, 60s) && worker.running()),
+  REQUIRE_MESSAGE((wait_until([&] { return !worker.running() || pending(db) == 0; }, 60s) && worker.running()),
                   "the first 100 messages claimed: ", worker.describe());
 
   // The worker's backends, by the application_name its connections set.
@@ -162,25 +161,25 @@ TEST_CASE("a worker whose database backend stops answering (SIGSTOP) reconnects 
   const int victim = pids[rng() % pids.size()];
   // Frozen while idle (between transactions), so it holds no lock that the
   // claims after it need.
-  CHECK_MESSAGE(eventually([&] { return db.scalar(fmt::format("SELECT state FROM pg_stat_activity WHERE pid = {}",
+  CHECK_MESSAGE(wait_until([&] { return db.scalar(fmt::format("SELECT state FROM pg_stat_activity WHERE pid = {}",
                                                               victim)) == "idle"; }, 10s),
                 "backend ", victim, " was never idle");
   frozen_backend frozen{victim};
   MESSAGE("froze backend ", victim, " of ", pids.size());
 
   enqueue_users(db, "frozen", "b", 1, 100);
-  const bool carried_on = eventually([&] { return !worker.running() || pending(db) == 0; }, 45s);
+  const bool carried_on = wait_until([&] { return !worker.running() || pending(db) == 0; }, 45s);
   CHECK_MESSAGE(carried_on, pending(db), " of 100 messages still pending 45 s after the worker's backend froze: ",
                 worker.describe());
   CHECK_MESSAGE(worker.running(), "the worker keeps running: ", worker.describe());
 
   frozen.thaw();
   // The claimer dropped that connection: the thawed backend finds its client gone and ends.
-  CHECK_MESSAGE(eventually([&] { return db.count(fmt::format("SELECT count(*) FROM pg_stat_activity WHERE pid = {}",
+  CHECK_MESSAGE(wait_until([&] { return db.count(fmt::format("SELECT count(*) FROM pg_stat_activity WHERE pid = {}",
                                                              victim)) == 0; }, 15s),
                 "the frozen backend ", victim, " is still connected 15 s after SIGCONT: the worker kept its connection");
   enqueue_users(db, "frozen", "c", 1, 50);
-  CHECK_MESSAGE(eventually([&] { return !worker.running() || pending(db) == 0; }, 60s),
+  CHECK_MESSAGE(wait_until([&] { return !worker.running() || pending(db) == 0; }, 60s),
                 "the messages enqueued after the thaw claimed: ", worker.describe());
   CHECK_MESSAGE(worker.terminate(30s) == 0, "SIGTERM exits 0: ", worker.describe());
   check_every_message_claimed_once(db, "frozen", 250);

@@ -3,33 +3,15 @@
 // however many vouchers were claimed before it. No timing involved.
 #include <doctest/doctest.h>
 
-#include <boost/json.hpp>
 #include <fmt/format.h>
 
 #include "claim/claim_core.hpp"
 #include "db/session.hpp"
-#include "sql_catalog.hpp"
+#include "support/claim_buffers.hpp"
 #include "support/test_db.hpp"
 
 using namespace voucherd;
 using namespace voucherd::test;
-
-namespace {
-
-// Buffers (shared hit + read) that one claim_one statement touches, from
-// EXPLAIN (ANALYZE, BUFFERS) run inside a transaction that is rolled back.
-long claim_buffers(pqxx::connection& conn, const std::string& campaign, const std::string& user) {
-  pqxx::work txn{conn};
-  const auto plan_text = txn.exec_params("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql::claim_one.text_str(),
-                                         campaign, user, std::string{}, false)[0][0]
-                             .as<std::string>();
-  txn.abort();
-  const auto plan = boost::json::parse(plan_text).as_array()[0].as_object().at("Plan").as_object();
-  return static_cast<long>(plan.at("Shared Hit Blocks").to_number<double>() +
-                           plan.at("Shared Read Blocks").to_number<double>());
-}
-
-}  // namespace
 
 TEST_CASE("after 29,000 claims the next claim still reads a bounded number of buffers") {
   test_database db;

@@ -2,11 +2,10 @@
 // What the bounded-wait and true-answer tests (issue 8) share: a child
 // process that is always reaped (even when a check throws), a child whose
 // stdin is a pipe the test writes at its own pace, a Postgres session that
-// holds row or table locks on purpose, a backend frozen with SIGSTOP that is
-// always thawed again, and an HTTP client for `voucherd worker --http`.
+// holds row or table locks on purpose (and waits for claims to wait on them),
+// and a backend frozen with SIGSTOP that is always thawed again.
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,37 +16,25 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 #include <boost/json.hpp>
 #include <fmt/format.h>
 #include <pqxx/pqxx>
 
+#include "support/files.hpp"
+#include "support/http_client.hpp"
+#include "support/json_field.hpp"
 #include "support/test_db.hpp"
-
-extern char** environ;
+#include "support/wait.hpp"
 
 namespace voucherd::test::fault {
 
 using namespace std::chrono_literals;
-
-inline std::string temp_file(const std::string& stem) {
-  static unsigned counter = 0;
-  return (std::filesystem::temp_directory_path() /
-          fmt::format("vd-{}-{}-{}", stem, ::getpid(), counter++))
-      .string();
-}
-
-inline std::string slurp(const std::string& path) {
-  std::ifstream in{path, std::ios::binary};
-  return {std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{}};
-}
 
 // A running `voucherd` child. Its exit status is kept once reaped; the
 // destructor kills and reaps it if the test did not, so no test leaves a
@@ -58,36 +45,20 @@ class child {
   // stdin from /dev/null, or from a pipe the test writes (with_stdin_pipe).
   child(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {},
         bool with_stdin_pipe = false)
-      : out_path_{temp_file("out")}, err_path_{temp_file("err")} {
+      : out_path_{temp_path("out")}, err_path_{temp_path("err")} {
     int in_pipe[2] = {-1, -1};
     if (with_stdin_pipe && pipe2(in_pipe, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    if (with_stdin_pipe) posix_spawn_file_actions_adddup2(&fa, in_pipe[0], 0);
-    else posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&fa, 2, err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    std::vector<std::string> argv_s{voucherd_bin()};
-    argv_s.insert(argv_s.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& s : argv_s) argv.push_back(s.data());
-    argv.push_back(nullptr);
-    // The environment of the test, less DATABASE_URL (as run_voucherd), plus `env`.
-    std::vector<std::string> env_s;
-    for (char** e = environ; *e; ++e)
-      if (std::string{*e}.rfind("DATABASE_URL=", 0) != 0) env_s.emplace_back(*e);
-    for (const auto& [k, v] : env) env_s.push_back(k + "=" + v);
-    std::vector<char*> envp;
-    for (auto& s : env_s) envp.push_back(s.data());
-    envp.push_back(nullptr);
-    pid_t pid = 0;
-    const int rc = posix_spawn(&pid, voucherd_bin(), &fa, nullptr, argv.data(), envp.data());
-    posix_spawn_file_actions_destroy(&fa);
-    if (with_stdin_pipe) close(in_pipe[0]);
-    if (rc != 0) {
-      if (with_stdin_pipe) close(in_pipe[1]);
-      throw std::runtime_error("posix_spawn failed");
+    int pid = -1;
+    try {
+      pid = spawn_voucherd(args, child_io{{}, in_pipe[0], out_path_, err_path_}, env);
+    } catch (...) {
+      if (with_stdin_pipe) {
+        close(in_pipe[0]);
+        close(in_pipe[1]);
+      }
+      throw;
     }
+    if (with_stdin_pipe) close(in_pipe[0]);
     pid_ = pid;
     stdin_fd_ = with_stdin_pipe ? in_pipe[1] : -1;
   }
@@ -167,8 +138,8 @@ class child {
   }
 
   std::optional<int> exit_code() const { return exit_code_; }
-  std::string out() const { return slurp(out_path_); }
-  std::string err() const { return slurp(err_path_); }
+  std::string out() const { return read_file(out_path_); }
+  std::string err() const { return read_file(err_path_); }
   // What a failed check should show about this child.
   std::string describe() const {
     return fmt::format("exit {}\n--- stdout ---\n{}\n--- stderr (tail) ---\n{}",
@@ -191,28 +162,6 @@ class child {
   std::optional<int> exit_code_;
   std::string out_path_, err_path_;
 };
-
-// Polls `done` every 50 ms until it holds or `timeout` passes; whether it held.
-inline bool eventually(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(50ms);
-  }
-  return done();
-}
-
-// One outcome line (or any JSON object line): a field as text ("" if absent;
-// numbers as their decimal text).
-inline std::string field(const std::string& json_line, const char* key) {
-  boost::system::error_code ec;
-  auto v = boost::json::parse(json_line, ec);
-  if (ec || !v.is_object()) return "";
-  const auto& o = v.as_object();
-  if (!o.contains(key)) return "";
-  const auto& f = o.at(key);
-  return f.is_string() ? std::string{f.get_string()} : boost::json::serialize(f);
-}
 
 // A session of the test's own that holds locks on purpose, in one open
 // transaction, until release() (rollback) or commit(); rolled back when it dies.
@@ -271,10 +220,46 @@ class lock_holder {
   int backend_pid_ = 0;
 };
 
-// How many other backends wait for a lock that `holder_pid` holds.
-inline std::int64_t waiting_on(const test_database& db, int holder_pid) {
-  return db.count(fmt::format(
-      "SELECT count(*) FROM pg_stat_activity WHERE {} = ANY(pg_blocking_pids(pid))", holder_pid));
+// Waits until backends have waited on a lock that `holder_pid` holds in
+// `waits` distinct transactions (a claim that gives up at its lock timeout
+// and tries again waits in a new one), or `stop` holds, or `timeout` passes;
+// returns how many distinct waits it saw.
+inline std::size_t wait_for_lock_waits(const test_database& db, int holder_pid, std::size_t waits,
+                                       const std::function<bool()>& stop, std::chrono::milliseconds timeout) {
+  std::set<std::string> seen;  // "pid@xact_start" of each waiting transaction
+  auto conn = db.connect();
+  wait_until(
+      [&] {
+        pqxx::nontransaction tx{*conn};
+        for (const auto& r : tx.exec(fmt::format("SELECT pid || '@' || xact_start FROM pg_stat_activity "
+                                                 "WHERE {} = ANY(pg_blocking_pids(pid))",
+                                                 holder_pid)))
+          seen.insert(r[0].c_str());
+        return seen.size() >= waits || stop();
+      },
+      timeout);
+  return seen.size();
+}
+
+// Waits until a backend has waited on a lock that `holder_pid` holds for at
+// least `how_long` by the server's clock (its statement started that long
+// ago and is still blocked), or `stop` holds, or `timeout` passes; whether
+// such a wait was seen.
+inline bool wait_for_lock_wait_of(const test_database& db, int holder_pid, std::chrono::milliseconds how_long,
+                                  const std::function<bool()>& stop, std::chrono::milliseconds timeout) {
+  bool seen = false;
+  auto conn = db.connect();
+  wait_until(
+      [&] {
+        pqxx::nontransaction tx{*conn};
+        seen = tx.exec(fmt::format("SELECT count(*) FROM pg_stat_activity WHERE {} = ANY(pg_blocking_pids(pid)) "
+                                   "AND clock_timestamp() - query_start >= interval '{} milliseconds'",
+                                   holder_pid, how_long.count()))[0][0]
+                   .as<int>() > 0;
+        return seen || stop();
+      },
+      timeout);
+  return seen;
 }
 
 // The voucher ids of a campaign, in id order.
@@ -311,53 +296,9 @@ class frozen_backend {
   bool frozen_ = false;
 };
 
-// ---- HTTP -----------------------------------------------------------------
-
-struct http_reply {
-  unsigned status = 0;
-  std::string body;
-  std::string error;  // the client's own failure (connection refused, reset...)
-};
-
-// One request on a fresh connection, with a generous deadline.
-inline http_reply http_post(unsigned short port, const std::string& target, const std::string& body) {
-  namespace asio = boost::asio;
-  namespace beast = boost::beast;
-  namespace http = beast::http;
-  try {
-    asio::io_context io;
-    beast::tcp_stream stream{io};
-    stream.expires_after(60s);
-    stream.connect(asio::ip::tcp::endpoint{asio::ip::make_address("127.0.0.1"), port});
-    http::request<http::string_body> req{http::verb::post, target, 11};
-    req.set(http::field::host, "127.0.0.1");
-    req.set(http::field::content_type, "application/json");
-    req.body() = body;
-    req.prepare_payload();
-    http::write(stream, req);
-    beast::flat_buffer buffer;
-    http::response<http::string_body> res;
-    http::read(stream, buffer, res);
-    return {res.result_int(), res.body(), {}};
-  } catch (const std::exception& e) {
-    return {0, {}, e.what()};
-  }
-}
-
-// The port from a worker's "http listening" log line (stderr), waiting for it.
+// The port of a child worker's "http listening" line, waiting for it.
 inline std::optional<unsigned short> wait_for_http_port(child& worker, std::chrono::milliseconds timeout) {
-  std::optional<unsigned short> port;
-  eventually(
-      [&] {
-        for (const auto& line : lines_of(worker.err())) {
-          if (line.find("http listening") == std::string::npos) continue;
-          const auto p = field(line, "port");
-          if (!p.empty()) port = static_cast<unsigned short>(std::stoi(p));
-        }
-        return port.has_value() || !worker.running();
-      },
-      timeout);
-  return port;
+  return test::wait_for_http_port([&] { return worker.err(); }, [&] { return worker.running(); }, timeout);
 }
 
 }  // namespace voucherd::test::fault

@@ -345,26 +345,3 @@ TEST_CASE("start refuses a malformed or non-loopback address unless allowed") {
   http_server ipv6{io, "[::1]:0", handler, always_ready(), registry};
   CHECK_NOTHROW(ipv6.start());
 }
-
-TEST_CASE("the status map derives from the outcome and the failure kind") {
-  auto with_status = [](claim_status s) {
-    claim_reply r;
-    r.outcome = claim_outcome{};
-    r.outcome->status = s;
-    return http_status_for(r);
-  };
-  CHECK_MESSAGE(with_status(claim_status::claimed) == 200, "claimed");
-  CHECK_MESSAGE(with_status(claim_status::already_claimed) == 200, "already_claimed");
-  CHECK_MESSAGE(with_status(claim_status::sold_out) == 409, "sold_out");
-  CHECK_MESSAGE(with_status(claim_status::rejected) == 422, "rejected");
-  claim_reply malformed;
-  malformed.malformed = true;
-  CHECK_MESSAGE(http_status_for(malformed) == 400, "malformed");
-  claim_reply transient;
-  transient.failure = failure_kind::transient;
-  CHECK_MESSAGE(http_status_for(transient) == 503, "transient");
-  claim_reply internal;
-  internal.failure = failure_kind::internal;
-  CHECK_MESSAGE(http_status_for(internal) == 500, "internal");
-  CHECK_MESSAGE(http_status_for(claim_reply{}) == 500, "a reply with nothing in it is a bug");
-}

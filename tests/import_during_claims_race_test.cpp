@@ -7,11 +7,9 @@
 // without timing).
 #include <doctest/doctest.h>
 
-#include <regex>
-
 #include "claim/claim_core.hpp"
 #include "fault_fixture.hpp"
-#include "sql_catalog.hpp"
+#include "support/claim_buffers.hpp"
 
 using namespace voucherd;
 using namespace voucherd::test;
@@ -34,50 +32,23 @@ std::string activity(const test_database& db) {
   return out.empty() ? " (no other backend)" : out;
 }
 
-// Buffers (shared hit + read) that one claim_one statement touches, from
-// EXPLAIN (ANALYZE, BUFFERS) inside a transaction that is rolled back.
-// $1 campaign, $2 user, $3 message id (''); any further placeholder the
-// statement may have grown gets 'false'.
-long claim_buffers(const test_database& db, const std::string& campaign, const std::string& user,
-                   std::string* plan_out = nullptr) {
-  const auto text = sql::claim_one.text_str();
-  int placeholders = 0;
-  const std::regex dollar{R"(\$([0-9]+))"};
-  for (auto it = std::sregex_iterator(text.begin(), text.end(), dollar); it != std::sregex_iterator(); ++it)
-    placeholders = std::max(placeholders, std::stoi((*it)[1].str()));
-  std::vector<std::string> params{campaign, user, ""};
-  while (static_cast<int>(params.size()) < placeholders) params.push_back("false");
-  params.resize(static_cast<std::size_t>(std::max(placeholders, 0)));
-  auto conn = db.connect();
-  pqxx::work txn{*conn};
-  const auto plan_text =
-      txn.exec_params("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + text, pqxx::prepare::make_dynamic_params(params))[0][0]
-          .as<std::string>();
-  txn.abort();
-  if (plan_out) *plan_out = plan_text;
-  const auto plan = boost::json::parse(plan_text).as_array()[0].as_object().at("Plan").as_object();
-  return static_cast<long>(plan.at("Shared Hit Blocks").to_number<double>() +
-                           plan.at("Shared Read Blocks").to_number<double>());
-}
-
 }  // namespace
 
 TEST_CASE("a claim completes while an import of the same campaign is still reading its input") {
   test_database db;
   db.make_campaign("slow", 5);
   child import{{"import", "--campaign", "slow", "-", "--database-url", db.url()}, {}, /*with_stdin_pipe=*/true};
-  const auto started = std::chrono::steady_clock::now();
   REQUIRE(import.write_stdin("NEW-0001\nNEW-0002\n"));
-  // Give the import time to get going (connect, open its transaction, take
-  // whatever it takes); an import that reads everything first shows nothing.
-  const bool seen = eventually(
+  // The claim starts once the import is copying its input into the database:
+  // it has connected, opened its transaction and taken whatever it takes. An
+  // import that reads everything first never gets there while its input is open.
+  const bool copying = wait_until(
       [&] {
         return db.count("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                        "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL") > 0;
+                        "AND pid <> pg_backend_pid() AND state = 'active' AND query ILIKE 'COPY%'") > 0;
       },
-      3s);
-  if (!seen) MESSAGE("no transaction of the import seen within 3 s");
-  std::this_thread::sleep_for(300ms);
+      10s);
+  if (!copying) MESSAGE("the import was not copying its input within 10 s");
   REQUIRE_MESSAGE(import.running(), "the import ended before its input did: ", import.describe());
 
   child claim{{"claim", "--campaign", "slow", "--user", "during-import", "--database-url", db.url()}};
@@ -90,12 +61,11 @@ TEST_CASE("a claim completes while an import of the same campaign is still readi
   if (code) {
     CHECK_MESSAGE(import_running, "the import was still running when the claim returned: ", import.describe());
     CHECK_MESSAGE(*code == 0, claim.describe());
-    CHECK_MESSAGE(field(claim.out(), "status") == "claimed", claim.describe());
-    CHECK_MESSAGE(field(claim.out(), "code").rfind("SLOW", 0) == 0, "an existing free code: ", claim.describe());
+    CHECK_MESSAGE(json_field(claim.out(), "status") == "claimed", claim.describe());
+    CHECK_MESSAGE(json_field(claim.out(), "code").rfind("SLOW", 0) == 0, "an existing free code: ", claim.describe());
   }
 
-  // The pipe stays open about 3 s in all, then the rest of the codes.
-  while (std::chrono::steady_clock::now() - started < 3s) std::this_thread::sleep_for(50ms);
+  // Then the rest of the codes, and the end of the input.
   std::string rest;
   for (int i = 3; i <= 10; ++i) rest += fmt::format("NEW-{:04d}\n", i);
   CHECK(import.write_stdin(rest));
@@ -104,7 +74,7 @@ TEST_CASE("a claim completes while an import of the same campaign is still readi
   REQUIRE_MESSAGE(import_code.has_value(), "the import did not finish within 60 s of its input's end: ",
                   import.describe());
   CHECK_MESSAGE(*import_code == 0, import.describe());
-  CHECK_MESSAGE(field(lines_of(import.out()).empty() ? "" : lines_of(import.out()).back(), "status") == "imported",
+  CHECK_MESSAGE(json_field(lines_of(import.out()).empty() ? "" : lines_of(import.out()).back(), "status") == "imported",
                 import.describe());
   if (!code) {
     const auto late = claim.wait_for(60s);
@@ -119,8 +89,8 @@ TEST_CASE("a claim completes while an import of the same campaign is still readi
   CHECK_MESSAGE(after.exit_code == 0, after.err);
   int claimed = 0, sold_out = 0;
   for (const auto& line : lines_of(after.out)) {
-    claimed += field(line, "status") == "claimed";
-    sold_out += field(line, "status") == "sold_out";
+    claimed += json_field(line, "status") == "claimed";
+    sold_out += json_field(line, "status") == "sold_out";
   }
   const int before = db.count("SELECT count(*) FROM voucher_item WHERE user_id = 'during-import'") == 1 ? 1 : 0;
   CHECK_MESSAGE(claimed == 15 - before, "every remaining code claimed after the import: ", after.out);
@@ -149,9 +119,9 @@ TEST_CASE("under 8 concurrent claimers the free mark advances and the next claim
     tx.exec("ALTER TABLE voucher_item SET (autovacuum_enabled = false)");
     tx.exec("ANALYZE voucher_item");
   }
-  const long fresh = claim_buffers(db, "mark", "probe-fresh");
+  const long fresh = claim_buffers(*db.connect(), "mark", "probe-fresh");
   {
-    const auto path = temp_file("messages");
+    const auto path = temp_path("messages");
     {
       std::ofstream out{path};
       for (int i = 1; i <= k_messages; ++i) out << fmt::format(R"({{"user_id":"u-{}"}})", i) << '\n';
@@ -163,7 +133,7 @@ TEST_CASE("under 8 concurrent claimers the free mark advances and the next claim
 
   child worker{{"worker", "--source", "pg", "--campaign", "mark", "--concurrency", "8", "--batch", "1",
                 "--database-url", db.url()}};
-  const bool drained = eventually(
+  const bool drained = wait_until(
       [&] {
         return !worker.running() || db.count("SELECT count(*) FROM message_queue WHERE done_at IS NULL") == 0;
       },
@@ -185,7 +155,7 @@ TEST_CASE("under 8 concurrent claimers the free mark advances and the next claim
   CHECK_MESSAGE(free_from <= first_free, "free_from never passes a free voucher");
 
   std::string plan;
-  const long drained_buffers = claim_buffers(db, "mark", "probe-drained", &plan);
+  const long drained_buffers = claim_buffers(*db.connect(), "mark", "probe-drained", &plan);
   MESSAGE("buffers per claim: fresh pool ", fresh, ", after ", k_messages, " claims ", drained_buffers);
   // The mark trails the first free voucher by at most about k_free_mark_gap
   // claimed ids (a claimer moves it once it lands further out), and the claim

@@ -8,18 +8,10 @@
 #include <fmt/format.h>
 
 #include "claim/metrics.hpp"
+#include "support/prometheus.hpp"
 
 using namespace voucherd;
-
-namespace {
-
-double sample(const std::string& text, const std::string& series) {
-  const auto at = text.find("\n" + series + " ");
-  if (at == std::string::npos) return -1;
-  return std::stod(text.substr(at + series.size() + 2));
-}
-
-}  // namespace
+using namespace voucherd::test;
 
 TEST_CASE("claims recorded from many threads at once are all counted") {
   metrics registry;
@@ -37,9 +29,9 @@ TEST_CASE("claims recorded from many threads at once are all counted") {
   const double total = k_threads * k_per_thread;
   CHECK_MESSAGE(registry.claims(claim_status::sold_out) == total / 4, registry.claims(claim_status::sold_out));
   CHECK_MESSAGE(registry.claims(claim_status::claimed) == total * 3 / 4, registry.claims(claim_status::claimed));
-  CHECK_MESSAGE(sample(text, R"(voucherd_claims_total{outcome="claimed"})") == total * 3 / 4, text);
-  CHECK_MESSAGE(sample(text, "voucherd_claim_duration_seconds_count") == total, text);
-  CHECK_MESSAGE(std::abs(sample(text, "voucherd_claim_duration_seconds_sum") - total * 0.002) < 1e-6 * total, text);
+  CHECK_MESSAGE(metric_value(text, R"(voucherd_claims_total{outcome="claimed"})") == total * 3 / 4, text);
+  CHECK_MESSAGE(metric_value(text, "voucherd_claim_duration_seconds_count") == total, text);
+  CHECK_MESSAGE(std::abs(metric_value(text, "voucherd_claim_duration_seconds_sum") - total * 0.002) < 1e-6 * total, text);
 }
 
 TEST_CASE("the latency histogram puts each claim in the first bucket that holds it, cumulatively") {
@@ -50,7 +42,7 @@ TEST_CASE("the latency histogram puts each claim in the first bucket that holds 
   registry.record_claim(claim_status::claimed, 10.0);    // only +Inf
   const auto text = registry.prometheus_text();
   auto bucket = [&](const char* le) {
-    return sample(text, fmt::format("voucherd_claim_duration_seconds_bucket{{le=\"{}\"}}", le));
+    return metric_value(text, fmt::format("voucherd_claim_duration_seconds_bucket{{le=\"{}\"}}", le));
   };
   CHECK_MESSAGE(bucket("0.0005") == 1, text);
   CHECK_MESSAGE(bucket("0.001") == 2, text);
@@ -58,7 +50,7 @@ TEST_CASE("the latency histogram puts each claim in the first bucket that holds 
   CHECK_MESSAGE(bucket("0.5") == 3, text);
   CHECK_MESSAGE(bucket("2.5") == 3, text);
   CHECK_MESSAGE(bucket("+Inf") == 4, text);
-  CHECK_MESSAGE(sample(text, "voucherd_claim_duration_seconds_count") == 4, text);
+  CHECK_MESSAGE(metric_value(text, "voucherd_claim_duration_seconds_count") == 4, text);
 }
 
 TEST_CASE("every series has HELP and TYPE lines and the gauges show the last value set") {
@@ -79,13 +71,13 @@ TEST_CASE("every series has HELP and TYPE lines and the gauges show the last val
     const std::string name{family, std::string_view{family}.find(' ')};
     CHECK_MESSAGE(text.find("# HELP " + name + " ") != std::string::npos, name);
   }
-  CHECK_MESSAGE(sample(text, "voucherd_queue_lag_seconds") == 0.25, text);
-  CHECK_MESSAGE(sample(text, "voucherd_outbox_pending") == 42, text);
-  CHECK_MESSAGE(sample(text, "voucherd_dead_letters_total") == 2, text);
-  CHECK_MESSAGE(sample(text, R"(voucherd_notification_attempts_total{result="delivered"})") == 1, text);
-  CHECK_MESSAGE(sample(text, R"(voucherd_notification_attempts_total{result="failed"})") == 2, text);
+  CHECK_MESSAGE(metric_value(text, "voucherd_queue_lag_seconds") == 0.25, text);
+  CHECK_MESSAGE(metric_value(text, "voucherd_outbox_pending") == 42, text);
+  CHECK_MESSAGE(metric_value(text, "voucherd_dead_letters_total") == 2, text);
+  CHECK_MESSAGE(metric_value(text, R"(voucherd_notification_attempts_total{result="delivered"})") == 1, text);
+  CHECK_MESSAGE(metric_value(text, R"(voucherd_notification_attempts_total{result="failed"})") == 2, text);
   for (const char* outcome : {"claimed", "already_claimed", "sold_out", "rejected"})
-    CHECK_MESSAGE(sample(text, fmt::format("voucherd_claims_total{{outcome=\"{}\"}}", outcome)) == 0,
+    CHECK_MESSAGE(metric_value(text, fmt::format("voucherd_claims_total{{outcome=\"{}\"}}", outcome)) == 0,
                   "every outcome is exposed from the start: " << outcome);
   CHECK_MESSAGE(text.back() == '\n', "the exposition ends with a newline");
 }

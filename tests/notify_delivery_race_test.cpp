@@ -19,6 +19,7 @@
 #include "notify/outbox_dispatcher.hpp"
 #include "notify_webhook_receiver.hpp"
 #include "support/test_db.hpp"
+#include "support/wait.hpp"
 
 using namespace voucherd;
 using namespace voucherd::test;
@@ -94,11 +95,9 @@ TEST_CASE("under load, refusals, late answers and killed sessions every owner is
       "WHERE datname = current_database() AND pid <> pg_backend_pid()) t");
   for (auto& t : claimers) t.join();
 
-  const auto deadline = std::chrono::steady_clock::now() + 120s;
-  while (db.count("SELECT count(*) FROM notification_outbox WHERE status <> 'sent'") > 0) {
-    REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline, "the outbox did not drain in 120 s");
-    std::this_thread::sleep_for(50ms);  // polling a condition with a deadline
-  }
+  REQUIRE_MESSAGE(
+      wait_until([&] { return db.count("SELECT count(*) FROM notification_outbox WHERE status <> 'sent'") == 0; }, 120s),
+      "the outbox did not drain in 120 s");
   for (auto& d : dispatchers) d->stop();
   MESSAGE("sessions killed: " << killed << ", claim retries: " << retries.load());
   CHECK_MESSAGE(killed >= 4, "the fault hit the dispatchers and claimers, killed " << killed);

@@ -86,7 +86,8 @@ TEST_CASE("the redis sink adds one stream entry per notification, carrying its i
   CHECK_MESSAGE(registry.notifications(true) == 5, "delivered counted");
 }
 
-TEST_CASE("with Redis down, attempts fail and are retried; nothing is marked sent") {
+// Fault injection (the Redis server killed): the slow label runs it (see CMakeLists.txt).
+TEST_CASE("with Redis down, attempts fail and are retried; nothing is marked sent" * doctest::test_suite("slow")) {
   test_database db;
   db.make_campaign("signup", 10);
   claim_users(db, 3);

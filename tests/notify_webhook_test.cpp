@@ -19,6 +19,7 @@
 #include "notify/outbox_dispatcher.hpp"
 #include "notify_webhook_receiver.hpp"
 #include "support/test_db.hpp"
+#include "support/wait.hpp"
 
 using namespace voucherd;
 using namespace voucherd::test;
@@ -64,12 +65,8 @@ void drain_until_settled(const test_database& db, outbox_dispatcher& dispatcher)
 
 // Polls the outbox (with a deadline) until `sent` notifications are marked sent.
 bool wait_for_sent(const test_database& db, std::int64_t sent) {
-  const auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (db.count("SELECT count(*) FROM notification_outbox WHERE status = 'sent'") < sent) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(20ms);
-  }
-  return true;
+  return wait_until([&] { return db.count("SELECT count(*) FROM notification_outbox WHERE status = 'sent'") >= sent; },
+                    20s);
 }
 
 std::int64_t stats_field(const test_database& db, const std::string& field) {
@@ -194,7 +191,8 @@ TEST_CASE("the dispatcher thread delivers claims as they are made, and stop() re
                 "the pending gauge follows the outbox: " << registry.prometheus_text());
 }
 
-TEST_CASE("the dispatcher thread survives losing its database connection") {
+// Fault injection (a session terminated): the slow label runs it (see CMakeLists.txt).
+TEST_CASE("the dispatcher thread survives losing its database connection" * doctest::test_suite("slow")) {
   test_database db;
   db.make_campaign("signup", 10);
   webhook_receiver receiver{always_accept};

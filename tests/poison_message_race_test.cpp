@@ -11,16 +11,9 @@
 // outcome line; HTTP: 422). The worker keeps running throughout.
 #include <doctest/doctest.h>
 
-#include <sys/socket.h>
-#include <sys/time.h>
-
 #include <latch>
 #include <map>
 #include <optional>
-
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 
 #include "worker_fixture.hpp"
 
@@ -107,20 +100,6 @@ std::int64_t queue_attempts(const test_database& db, std::string* why) {
     *why = e.what();
     return -1;
   }
-}
-
-// Waits up to `timeout` for a child to exit; its exit status, or nullopt
-// (the child is then killed) when it did not.
-std::optional<int> exit_within(int pid, std::chrono::seconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  int status = 0;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    std::this_thread::sleep_for(50ms);
-  }
-  ::kill(pid, SIGKILL);
-  wait_exit(pid);
-  return std::nullopt;
 }
 
 // One run of a queue source (pg or redis) with the poison among 200.
@@ -225,63 +204,6 @@ void poison_on_queue(const std::string& kind, int batch) {
   check_owners_and_audit(q.db());
 }
 
-// ---- HTTP ----
-
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
-
-struct http_reply {
-  unsigned status = 0;  // 0: no answer (the error says why)
-  std::string body;
-  std::string error;
-};
-
-// One POST /v1/claims on its own connection; a reply that takes longer than
-// 90 s counts as none.
-http_reply post_claim(unsigned short port, const std::string& body) {
-  try {
-    asio::io_context io;
-    beast::tcp_stream stream{io};
-    stream.connect(asio::ip::tcp::endpoint{asio::ip::make_address("127.0.0.1"), port});
-    timeval tv{90, 0};
-    ::setsockopt(stream.socket().native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    http::request<http::string_body> req{http::verb::post, "/v1/claims", 11};
-    req.set(http::field::host, "127.0.0.1");
-    req.body() = body;
-    req.prepare_payload();
-    http::write(stream, req);
-    beast::flat_buffer buffer;
-    http::response<http::string_body> res;
-    http::read(stream, buffer, res);
-    return {res.result_int(), res.body(), {}};
-  } catch (const std::exception& e) {
-    return {0, {}, e.what()};
-  }
-}
-
-// The port from the worker's "http listening" log line.
-unsigned short wait_for_port(const std::string& log_path, int pid) {
-  unsigned short port = 0;
-  wait_until(
-      [&] {
-        for (const auto& line : lines_of(read_file(log_path))) {
-          if (line.find("http listening") == std::string::npos) continue;
-          port = static_cast<unsigned short>(boost::json::parse(line).as_object().at("port").to_number<int>());
-          return true;
-        }
-        return !still_running(pid);
-      },
-      std::chrono::seconds{20});
-  return port;
-}
-
-std::string json_text(const boost::json::object& j, const char* key) {
-  if (!j.contains(key)) return "";
-  const auto& v = j.at(key);
-  return v.is_string() ? std::string{v.get_string()} : boost::json::serialize(v);
-}
-
 }  // namespace
 
 TEST_CASE("pg source: one poisoned message among 200; the others are claimed promptly, the poison is dead-lettered") {
@@ -317,22 +239,16 @@ TEST_CASE("stdin source: one poisoned message among 200; 201 outcome lines in or
   bool in_order = true;
   std::string poison_status, poison_reason, first_out_of_order;
   for (std::size_t i = 0; i < std::min(out.size(), users.size()); ++i) {
-    boost::json::object j;
-    try {
-      j = boost::json::parse(out[i]).as_object();
-    } catch (const std::exception&) {
-      FAIL_CHECK("outcome line " << i << " is not a JSON object: " << out[i]);
-      continue;
-    }
-    if (json_text(j, "user_id") != users[i] && in_order) {
+    const auto user = json_field(out[i], "user_id");
+    if (user != users[i] && in_order) {
       in_order = false;
-      first_out_of_order = fmt::format("line {} is for '{}', expected '{}'", i, json_text(j, "user_id"), users[i]);
+      first_out_of_order = fmt::format("line {} is for '{}', expected '{}': {}", i, user, users[i], out[i]);
     }
     if (users[i] == "poison") {
-      poison_status = json_text(j, "status");
-      poison_reason = json_text(j, "reason");
+      poison_status = json_field(out[i], "status");
+      poison_reason = json_field(out[i], "reason");
     } else {
-      claimed += json_text(j, "status") == "claimed";
+      claimed += json_field(out[i], "status") == "claimed";
     }
   }
   CHECK_MESSAGE(in_order, "outcome lines follow the input order: " << first_out_of_order);
@@ -352,8 +268,8 @@ TEST_CASE("HTTP: the poison and 200 others posted at once; the 200 get 200 claim
                                   "100", "--http", "127.0.0.1:0", "--max-deliveries", std::to_string(k_max_deliveries),
                                   "--database-url", db.url()},
                                  {}, log_path);
-  const auto port = wait_for_port(log_path, pid);
-  REQUIRE_MESSAGE(port != 0, "the worker listens: " << tail(read_file(log_path)));
+  const auto port = wait_for_http_port(log_path, pid, 20s);
+  REQUIRE_MESSAGE(port.has_value(), "the worker listens: " << tail(read_file(log_path)));
 
   // Every request on its own thread and connection, released together, the
   // poison's first.
@@ -366,7 +282,7 @@ TEST_CASE("HTTP: the poison and 200 others posted at once; the 200 get 200 claim
     std::vector<std::jthread> clients;
     auto client = [&](std::size_t i) {
       go.arrive_and_wait();
-      replies[i] = post_claim(port, bodies[i]);
+      replies[i] = post_claim(*port, bodies[i]);
     };
     clients.emplace_back(client, k_poison_at);
     for (std::size_t i = 0; i < users.size(); ++i)
@@ -384,11 +300,7 @@ TEST_CASE("HTTP: the poison and 200 others posted at once; the 200 get 200 claim
   for (std::size_t i = 0; i < users.size(); ++i) {
     if (i == k_poison_at) continue;
     ++healthy_statuses[replies[i].status];
-    std::string status;
-    try {
-      status = json_text(boost::json::parse(replies[i].body).as_object(), "status");
-    } catch (const std::exception&) {
-    }
+    const auto status = json_field(replies[i].body, "status");
     if (replies[i].status == 200 && status == "claimed") ++claimed;
     else if (first_unexpected.empty())
       first_unexpected = fmt::format("{}: {} {}{}", users[i], replies[i].status, replies[i].body, replies[i].error);
@@ -399,13 +311,7 @@ TEST_CASE("HTTP: the poison and 200 others posted at once; the 200 get 200 claim
                                           << "; first other: " << first_unexpected << "\nworker log: " << tail(log));
 
   const auto& p = replies[k_poison_at];
-  std::string poison_status, poison_reason;
-  try {
-    const auto j = boost::json::parse(p.body).as_object();
-    poison_status = json_text(j, "status");
-    poison_reason = json_text(j, "reason");
-  } catch (const std::exception&) {
-  }
+  const auto poison_status = json_field(p.body, "status"), poison_reason = json_field(p.body, "reason");
   CHECK_MESSAGE(p.status == 422, "the poison answers 422, got " << p.status << " " << p.body << p.error);
   CHECK_MESSAGE(poison_status == "rejected", "with the rejected outcome: " << p.body);
   CHECK_MESSAGE(poison_reason.find(k_refusal) != std::string::npos,
@@ -460,7 +366,7 @@ TEST_CASE("stdin source: a read-only database rejects no message; all are claime
   CHECK_MESSAGE(exit_code.value_or(-1) == 0, "exit 0 at the end of input: " << tail(log));
   REQUIRE_MESSAGE(out.size() == lines.size(), "one outcome line per message: " << out.size() << "\n" << tail(log));
   for (const auto& line : out)
-    CHECK_MESSAGE(json_text(boost::json::parse(line).as_object(), "status") == "claimed",
+    CHECK_MESSAGE(json_field(line, "status") == "claimed",
                   "claimed, not blamed for the database: " << line);
 }
 

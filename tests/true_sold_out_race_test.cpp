@@ -31,7 +31,7 @@ constexpr const char* k_campaign = "tail";
 
 // (a) and (b) run with generous timeouts (through the environment, so that a
 // binary without the options still shows what it answers): the holder lets
-// go after about a second, long before these expire.
+// go once the claim has waited on it for a second, long before these expire.
 const std::map<std::string, std::string> k_patient_env{{"VOUCHERD_LOCK_TIMEOUT_MS", "20000"},
                                                        {"VOUCHERD_STATEMENT_TIMEOUT_MS", "30000"}};
 
@@ -56,7 +56,7 @@ struct tail_scene {
     ids = voucher_ids(db, k_campaign);
     auto r = run_voucherd({"claim", "--campaign", k_campaign, "--user", "early", "--database-url", db.url()});
     REQUIRE_MESSAGE(r.exit_code == 0, r.out, r.err);
-    REQUIRE_MESSAGE(field(r.out, "voucher_id") == std::to_string(ids.front()), r.out);
+    REQUIRE_MESSAGE(json_field(r.out, "voucher_id") == std::to_string(ids.front()), r.out);
     locked = ids.back();
     users = p == claim_path::claim ? std::vector<std::string>{"late"} : std::vector<std::string>{"b-1", "b-2", "b-3"};
   }
@@ -104,17 +104,23 @@ struct tail_scene {
   std::vector<std::string> users;
 };
 
-// Keeps the holder's lock until the claimer waits on it (a backend blocked by
-// the holder), or for 10 s if it waits some other way, and at least
-// `min_hold` from now. Returns whether the claimer was still running then:
-// it must not have answered while the voucher it needs was locked.
-bool hold_while_claimer_waits(tail_scene& s, lock_holder& holder, child& claimer, std::chrono::milliseconds min_hold) {
-  const auto start = std::chrono::steady_clock::now();
-  const bool blocked = eventually(
-      [&] { return !claimer.running() || fault::waiting_on(s.db, holder.backend_pid()) > 0; }, 10s);
-  if (!blocked) MESSAGE("no backend blocked on the holder within 10 s; the claimer is still running");
-  while (std::chrono::steady_clock::now() - start < min_hold && claimer.running()) std::this_thread::sleep_for(20ms);
+// Keeps the holder's lock until the claimer's statement has waited on it for
+// `min_wait` by the server's clock (so that a claimer that gives up early and
+// answers anyway is caught in the act), or the claimer ended. Returns whether
+// the claimer was still running then: it must not have answered while the
+// voucher it needs was locked.
+bool hold_while_claimer_waits(tail_scene& s, lock_holder& holder, child& claimer, std::chrono::milliseconds min_wait) {
+  const bool waited = wait_for_lock_wait_of(s.db, holder.backend_pid(), min_wait, [&] { return !claimer.running(); }, 30s);
+  if (!waited && claimer.running())
+    MESSAGE("no backend waited ", min_wait.count(), " ms on the holder within 30 s; the claimer is still running");
   return claimer.running();
+}
+
+// Keeps the holder's lock until the claimer has waited on it in `tries`
+// transactions (each ended by its lock timeout), or the claimer ended;
+// returns how many it saw.
+std::size_t hold_while_claimer_retries(tail_scene& s, lock_holder& holder, child& claimer, std::size_t tries) {
+  return wait_for_lock_waits(s.db, holder.backend_pid(), tries, [&] { return !claimer.running(); }, 60s);
 }
 
 struct tally {
@@ -129,20 +135,20 @@ struct tally {
 tally read_outcomes(const std::string& out) {
   tally t;
   for (const auto& line : lines_of(out)) {
-    t.status_of[field(line, "user_id")] = field(line, "status");
-    t.voucher_of[field(line, "user_id")] = field(line, "voucher_id");
+    t.status_of[json_field(line, "user_id")] = json_field(line, "status");
+    t.voucher_of[json_field(line, "user_id")] = json_field(line, "voucher_id");
   }
   return t;
 }
 
-// (a) The holder rolls back after about a second.
+// (a) The holder rolls back once the claim has waited on it for a second.
 void holder_rolls_back(claim_path p) {
   CAPTURE(name_of(p));
   tail_scene s{p};
   lock_holder holder{s.db};
   REQUIRE(holder.lock_vouchers(k_campaign, {s.locked}) == 1);
   auto claimer = s.start({}, k_patient_env);
-  const bool waited = hold_while_claimer_waits(s, holder, *claimer, 1000ms);
+  const bool waited = hold_while_claimer_waits(s, holder, *claimer, 1s);
   CHECK_MESSAGE(waited, name_of(p), " answered while the last free voucher was locked by an open transaction, "
                                     "before it came back free: ", claimer->describe());
   holder.release();
@@ -178,7 +184,7 @@ void holder_takes_it(claim_path p) {
   lock_holder holder{s.db};
   REQUIRE(holder.lock_vouchers(k_campaign, {s.locked}) == 1);
   auto claimer = s.start({}, k_patient_env);
-  const bool waited = hold_while_claimer_waits(s, holder, *claimer, 1000ms);
+  const bool waited = hold_while_claimer_waits(s, holder, *claimer, 1s);
   CHECK_MESSAGE(waited, name_of(p), " answered before the holder of the last free voucher committed: ",
                 claimer->describe());
   holder.claim_locked(s.locked, "holder");
@@ -209,9 +215,11 @@ void holder_outlasts_lock_timeout(claim_path p) {
   auto claimer = s.start({"--lock-timeout-ms", "500"}, {});
   if (p == claim_path::worker_batch) {
     // The worker keeps the messages and retries them while the lock is held
-    // (3 s, six lock timeouts), answers none of them sold_out, and finishes
-    // once the lock is gone.
-    hold_while_claimer_waits(s, holder, *claimer, 3000ms);
+    // (until it waited on it in three transactions, each ended by its lock
+    // timeout), answers none of them sold_out, and finishes once the lock is gone.
+    const auto tries = hold_while_claimer_retries(s, holder, *claimer, 3);
+    CHECK_MESSAGE(tries >= 3, "the worker tried again after each lock timeout; waits seen: ", tries, " ",
+                  claimer->describe());
     REQUIRE_MESSAGE(claimer->running(), "the worker stopped while a lock it waited for was held: ", claimer->describe());
     CHECK_MESSAGE(claimer->out().find("sold_out") == std::string::npos,
                   "sold_out answered while a free voucher was only locked: ", claimer->describe());
@@ -287,7 +295,7 @@ TEST_CASE("concurrent duplicate voucherd claim processes for one user answer cla
       CHECK_MESSAGE((code == 0), "a duplicate delivery of ", user, " must not fail (no exit 75): ", procs[i]->describe());
       const auto out = procs[i]->out();
       lines_of_user[user].push_back(out);
-      said_for_message[message] = field(out, "status");
+      said_for_message[message] = json_field(out, "status");
     }
   }
   for (const auto& [user, outs] : lines_of_user) {
@@ -295,10 +303,10 @@ TEST_CASE("concurrent duplicate voucherd claim processes for one user answer cla
     std::set<std::string> codes;
     int claimed = 0;
     for (const auto& out : outs) {
-      const auto status = field(out, "status");
+      const auto status = json_field(out, "status");
       CHECK_MESSAGE((status == "claimed" || status == "already_claimed"), out);
       claimed += status == "claimed";
-      codes.insert(field(out, "code"));
+      codes.insert(json_field(out, "code"));
     }
     CHECK_MESSAGE(codes.size() == 1, "one code for all ", outs.size(), " deliveries of ", user);
     CHECK_MESSAGE(claimed == 1, user, " was 'claimed' ", claimed, " times");
@@ -332,8 +340,7 @@ TEST_CASE("concurrent duplicate POST /v1/claims for one user answer 200 with one
     clients.emplace_back([&, t] {
       for (int u = 0; u < k_users; ++u) {
         together.arrive_and_wait();  // every client delivers user u at the same moment
-        replies[u][t] = http_post(*port, "/v1/claims",
-                                  fmt::format(R"({{"user_id":"web-{}","message_id":"web-{}-c{}"}})", u, u, t));
+        replies[u][t] = post_claim(*port, fmt::format(R"({{"user_id":"web-{}","message_id":"web-{}-c{}"}})", u, u, t));
       }
     });
   for (auto& c : clients) c.join();
@@ -353,10 +360,10 @@ TEST_CASE("concurrent duplicate POST /v1/claims for one user answer 200 with one
         continue;
       }
       ++ok;
-      const auto status = field(r.body, "status");
+      const auto status = json_field(r.body, "status");
       CHECK_MESSAGE((status == "claimed" || status == "already_claimed"), r.body);
       claimed += status == "claimed";
-      codes.insert(field(r.body, "code"));
+      codes.insert(json_field(r.body, "code"));
     }
     CHECK_MESSAGE(codes.size() <= 1, "one code for every answer to web-", u);
     CHECK_MESSAGE(claimed <= 1, "web-", u, " was 'claimed' ", claimed, " times");
@@ -383,7 +390,7 @@ TEST_CASE("concurrent duplicate POST /v1/claims for one user answer 200 with one
         const auto& r = replies[u][t];
         if (r.status != 200) continue;
         const auto id = fmt::format("web-{}-c{}", u, t);
-        CHECK_MESSAGE(recorded[id] == field(r.body, "status"), id, " answered ", r.body, ", recorded ", recorded[id]);
+        CHECK_MESSAGE(recorded[id] == json_field(r.body, "status"), id, " answered ", r.body, ", recorded ", recorded[id]);
       }
     const auto problems = audit_campaign(*db.connect(), "web");
     CHECK_MESSAGE(problems.empty(), describe(problems));

@@ -91,8 +91,16 @@ std::string run_with_faults(queue_under_test& q, private_postgres& pg, std::size
         return false;  // Postgres may still be coming back
       }
     }, std::chrono::seconds{300}), "three quarters answered before the Redis restart");
+    // Down until every live worker has noticed (said so in its log).
+    std::vector<std::size_t> log_before;
+    for (const auto& w : workers) log_before.push_back(read_file(w.err_path).size());
     q.redis()->stop();
-    std::this_thread::sleep_for(std::chrono::seconds{2});  // long enough for every worker to need it
+    const bool noticed = wait_until([&] {
+      for (std::size_t i = 1; i < workers.size(); ++i)
+        if (read_file(workers[i].err_path).find("redis unavailable", log_before[i]) == std::string::npos) return false;
+      return true;
+    }, std::chrono::seconds{60});
+    CHECK_MESSAGE(noticed, "every live worker said 'redis unavailable' within 60 s of the Redis stop");
     q.redis()->restart();
     CHECK_MESSAGE(q.answered() < static_cast<std::int64_t>(total), "the Redis restart came mid-run");
   }

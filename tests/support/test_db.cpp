@@ -137,6 +137,11 @@ int wait_exit(int pid) {
   return -1;
 }
 
+bool still_running(int pid) {
+  siginfo_t info{};
+  return ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == 0;
+}
+
 run_result run_voucherd(const std::vector<std::string>& args, const std::string& input,
                         const std::map<std::string, std::string>& env) {
   int in_pipe[2], out_pipe[2], err_pipe[2];
@@ -189,18 +194,29 @@ run_result run_voucherd(const std::vector<std::string>& args, const std::string&
   return result;
 }
 
-int spawn_voucherd(const std::vector<std::string>& args, const std::string& stdout_path,
-                   const std::string& stderr_path, const std::map<std::string, std::string>& env) {
+int spawn_voucherd(const std::vector<std::string>& args, const child_io& io,
+                   const std::map<std::string, std::string>& env) {
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, stdout_path.empty() ? "/dev/null" : stdout_path.c_str(),
+  if (io.stdin_fd >= 0) posix_spawn_file_actions_adddup2(&fa, io.stdin_fd, 0);
+  else posix_spawn_file_actions_addopen(&fa, 0, io.stdin_path.empty() ? "/dev/null" : io.stdin_path.c_str(), O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, io.stdout_path.empty() ? "/dev/null" : io.stdout_path.c_str(),
                                    O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&fa, 2, stderr_path.empty() ? "/dev/null" : stderr_path.c_str(),
+  posix_spawn_file_actions_addopen(&fa, 2, io.stderr_path.empty() ? "/dev/null" : io.stderr_path.c_str(),
                                    O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  const int pid = spawn_with(args, &fa, env);
-  posix_spawn_file_actions_destroy(&fa);
-  return pid;
+  try {
+    const int pid = spawn_with(args, &fa, env);
+    posix_spawn_file_actions_destroy(&fa);
+    return pid;
+  } catch (...) {
+    posix_spawn_file_actions_destroy(&fa);
+    throw;
+  }
+}
+
+int spawn_voucherd(const std::vector<std::string>& args, const std::string& stdout_path,
+                   const std::string& stderr_path, const std::map<std::string, std::string>& env) {
+  return spawn_voucherd(args, child_io{{}, -1, stdout_path, stderr_path}, env);
 }
 
 std::vector<std::string> lines_of(const std::string& text) {

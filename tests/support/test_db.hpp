@@ -56,12 +56,29 @@ struct run_result {
 run_result run_voucherd(const std::vector<std::string>& args, const std::string& input = {},
                         const std::map<std::string, std::string>& env = {});
 
-// Starts voucherd without waiting; returns the pid. Output goes to the files
-// given (or /dev/null when empty).
+// Where a spawned voucherd reads and writes: stdin from a file, or from a
+// descriptor (the read end of a pipe, closed in the caller by the caller),
+// else /dev/null; stdout and stderr to files (created or truncated), else
+// /dev/null.
+struct child_io {
+  std::string stdin_path;
+  int stdin_fd = -1;
+  std::string stdout_path;
+  std::string stderr_path;
+};
+
+// Starts voucherd without waiting; returns the pid. Its environment is the
+// test's, less DATABASE_URL, plus `env`.
+int spawn_voucherd(const std::vector<std::string>& args, const child_io& io,
+                   const std::map<std::string, std::string>& env = {});
+// The same with stdin from /dev/null and output to the files given.
 int spawn_voucherd(const std::vector<std::string>& args, const std::string& stdout_path = {},
                    const std::string& stderr_path = {}, const std::map<std::string, std::string>& env = {});
 // Waits for a spawned process; returns its exit code (128+signal if killed).
 int wait_exit(int pid);
+// Whether a spawned process has not exited yet. Does not reap it: its exit
+// status stays for wait_exit.
+bool still_running(int pid);
 
 // Lines of a text, without the trailing empty one.
 std::vector<std::string> lines_of(const std::string& text);

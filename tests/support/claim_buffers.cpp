@@ -1,0 +1,34 @@
+#include "support/claim_buffers.hpp"
+
+#include <algorithm>
+#include <regex>
+#include <vector>
+
+#include <boost/json.hpp>
+
+#include "sql_catalog.hpp"
+
+namespace voucherd::test {
+
+long claim_buffers(pqxx::connection& conn, const std::string& campaign, const std::string& user,
+                   std::string* plan_out) {
+  const auto text = sql::claim_one.text_str();
+  int placeholders = 0;
+  const std::regex dollar{R"(\$([0-9]+))"};
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), dollar); it != std::sregex_iterator(); ++it)
+    placeholders = std::max(placeholders, std::stoi((*it)[1].str()));
+  std::vector<std::string> params{campaign, user, ""};
+  while (static_cast<int>(params.size()) < placeholders) params.push_back("false");
+  params.resize(static_cast<std::size_t>(placeholders));
+  pqxx::work txn{conn};
+  const auto plan_text =
+      txn.exec_params("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + text, pqxx::prepare::make_dynamic_params(params))[0][0]
+          .as<std::string>();
+  txn.abort();
+  if (plan_out) *plan_out = plan_text;
+  const auto plan = boost::json::parse(plan_text).as_array()[0].as_object().at("Plan").as_object();
+  return static_cast<long>(plan.at("Shared Hit Blocks").to_number<double>() +
+                           plan.at("Shared Read Blocks").to_number<double>());
+}
+
+}  // namespace voucherd::test
