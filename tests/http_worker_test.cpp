@@ -95,3 +95,18 @@ TEST_CASE("voucherd worker --http answers each outcome, its metrics match the da
                 "all 10 notifications marked sent");
   std::filesystem::remove(log_path);
 }
+
+TEST_CASE("with the database away, POST /v1/claims answers 503 at once instead of keeping the client waiting") {
+  const auto err_path = temp_path("http-db-down");
+  // Nothing listens on port 9: the database is away for the whole run.
+  const int pid = spawn_voucherd({"worker", "--source", "pg", "--http", "127.0.0.1:0", "--campaign", "away",
+                                  "--database-url", "postgresql://postgres@127.0.0.1:9/away"},
+                                 {}, err_path);
+  const auto port = wait_for_http_port(err_path, pid, 30s);
+  REQUIRE_MESSAGE(port.has_value(), "the worker serves HTTP without a database: ", read_file(err_path));
+  const auto reply = http_call(*port, http::verb::post, "/v1/claims", R"({"user_id":"1"})", 30s);
+  CHECK_MESSAGE(reply.status == 503, "a transient answer, got ", reply.status, " ", reply.body, reply.error);
+  ::kill(pid, SIGTERM);
+  CHECK(wait_exit(pid) == 0);
+  std::filesystem::remove(err_path);
+}

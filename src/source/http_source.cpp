@@ -68,4 +68,9 @@ void http_source::abandoned(std::vector<delivery> batch, bool unavailable) {
   }
 }
 
+void http_source::database_unavailable() {
+  auto waiting = buffer_->pop(buffer_->size_hint());
+  if (!waiting.empty()) abandoned(std::move(waiting), true);
+}
+
 }  // namespace voucherd

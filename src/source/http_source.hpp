@@ -35,6 +35,7 @@ class http_source final : public message_source {
   asio::awaitable<void> record(pg_connection&, std::vector<delivery>&, const std::vector<claim_outcome>&) override;
   void committed(std::vector<delivery>& batch, const std::vector<claim_outcome>& outcomes) override;
   void abandoned(std::vector<delivery> batch, bool unavailable) override;
+  void database_unavailable() override;
 
  private:
   std::string default_campaign_;

@@ -88,6 +88,11 @@ class message_source {
     return request.message_id;
   }
 
+  // A claimer cannot reach the database (it keeps trying). A push source
+  // answers what waits in memory as a transient failure rather than keep its
+  // clients waiting; a queue keeps its messages.
+  virtual void database_unavailable() {}
+
   // No message will come again and every taken one is answered (stdin at EOF).
   virtual bool finished() const { return false; }
   // SIGTERM/SIGINT: take nothing new from the queue.

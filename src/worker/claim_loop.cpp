@@ -302,6 +302,7 @@ asio::awaitable<void> claim_loop::run(asio::io_context& ctx, message_source& src
         retry.reset();
       } catch (const std::exception& e) {
         wait = retry.next();
+        src.database_unavailable();
         if (retry.attempts() == 1 || retry.attempts() % 20 == 0)
           log_json(log_level::warn, "cannot connect to the database; retrying",
                    {{"claimer", claimer_name}, {"error", e.what()}, {"retry_in_ms", wait->count()}, {"attempt", retry.attempts()}});
