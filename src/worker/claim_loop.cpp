@@ -96,6 +96,12 @@ asio::awaitable<claim_loop::transaction_result> claim_loop::finish_transaction(p
   co_return result;
 }
 
+void claim_loop::give_back(message_source& src, delivery d, bool unavailable) {
+  std::vector<delivery> one;
+  one.push_back(std::move(d));
+  src.abandoned(std::move(one), unavailable);
+}
+
 void claim_loop::give_back(message_source& src, std::vector<delivery>& batch, std::size_t from) {
   if (from >= batch.size()) return;
   std::vector<delivery> rest(std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(from)),
@@ -134,8 +140,7 @@ asio::awaitable<std::chrono::milliseconds> claim_loop::blame(pg_connection& conn
     attempts = co_await src.note_attempt(conn, d, counted ? 0 : 1, error);
   } catch (const std::exception& e) {
     conn.close();
-    std::vector<delivery> back{std::move(d)};
-    src.abandoned(std::move(back), true);
+    give_back(src, std::move(d), true);
     co_return retry.next();
   }
   if (attempts == 0) co_return std::chrono::milliseconds{0};  // no longer ours
@@ -146,8 +151,7 @@ asio::awaitable<std::chrono::milliseconds> claim_loop::blame(pg_connection& conn
   log_json(log_level::warn, "a message failed alone; it will be tried alone again",
            {{"message_id", d.id}, {"attempts", attempts}, {"max_deliveries", config_.max_deliveries},
             {"error", error}});
-  std::vector<delivery> back{std::move(d)};
-  src.abandoned(std::move(back), false);
+  give_back(src, std::move(d), false);
   co_return retry.next();
 }
 
@@ -164,17 +168,12 @@ asio::awaitable<std::chrono::milliseconds> claim_loop::split(pg_connection& conn
     auto result = co_await try_alone(conn, src, batch[k]);
     switch (result.how) {
       case ending::committed: break;
-      case ending::retry_at_once: {
-        std::vector<delivery> back{std::move(batch[k])};
-        src.abandoned(std::move(back), false);
-        break;
-      }
+      case ending::retry_at_once: give_back(src, std::move(batch[k]), false); break;
       case ending::unavailable:
         // Not this message: the database. The rest waits for it too.
         give_back(src, batch, k);
         for (auto& [d, e] : timed_out) {
-          std::vector<delivery> back{std::move(d)};
-          src.abandoned(std::move(back), true);
+          give_back(src, std::move(d), true);
         }
         co_return retry.next();
       case ending::refused:
@@ -190,8 +189,7 @@ asio::awaitable<std::chrono::milliseconds> claim_loop::split(pg_connection& conn
     if (others_committed) {
       pause = std::max(pause, co_await blame(conn, src, std::move(d), e, false, retry));
     } else {
-      std::vector<delivery> back{std::move(d)};
-      src.abandoned(std::move(back), true);
+      give_back(src, std::move(d), true);
       pause = std::max(pause, retry.next());
     }
   }
@@ -226,11 +224,7 @@ asio::awaitable<std::chrono::milliseconds> claim_loop::try_suspects(pg_connectio
     auto result = co_await try_alone(conn, src, d);
     switch (result.how) {
       case ending::committed: break;
-      case ending::retry_at_once: {
-        std::vector<delivery> back{std::move(d)};
-        src.abandoned(std::move(back), false);
-        break;
-      }
+      case ending::retry_at_once: give_back(src, std::move(d), false); break;
       case ending::unavailable:
         give_back(src, suspects, k);
         co_return retry.next();

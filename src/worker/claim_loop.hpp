@@ -78,6 +78,8 @@ class claim_loop {
   asio::awaitable<void> give_up(pg_connection& conn, message_source& src, delivery d);
   // Gives deliveries from `from` on back after the database turned out unusable.
   void give_back(message_source& src, std::vector<delivery>& batch, std::size_t from);
+  // Gives one delivery back (abandoned(), one element).
+  void give_back(message_source& src, delivery d, bool unavailable);
 
   const worker_config& config_;
   metrics& registry_;
