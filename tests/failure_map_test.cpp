@@ -62,6 +62,7 @@ TEST_CASE("the HTTP status derives from the outcome and the failure kind") {
   CHECK_MESSAGE(http_status_for(malformed) == 400, "malformed");
   CHECK_MESSAGE(http_status_for(reply_failed(failure_kind::transient)) == 503, "transient: retry later");
   CHECK_MESSAGE(http_status_for(reply_failed(failure_kind::internal)) == 500, "internal");
+  CHECK_MESSAGE(http_status_for(reply_failed(failure_kind::config)) == 503, "config: not this request's fault");
   CHECK_MESSAGE(http_status_for(claim_reply{}) == 500, "a reply with nothing in it is a bug");
 }
 
@@ -84,7 +85,11 @@ TEST_CASE("a SQLSTATE is transient when a retry later can change the outcome, re
            {"22P02", failure_kind::rejected, "invalid text representation"},
            {"23505", failure_kind::rejected, "unique violation"},
            {"P0001", failure_kind::rejected, "RAISE EXCEPTION of a trigger"},
-           {"42P01", failure_kind::internal, "undefined table"},
+           {"42P01", failure_kind::config, "undefined table: the schema is not migrated"},
+           {"42883", failure_kind::config, "undefined function: the schema is older than the binary"},
+           {"42501", failure_kind::config, "insufficient privilege: a grant is missing"},
+           {"3D000", failure_kind::config, "unknown database"},
+           {"28P01", failure_kind::config, "password authentication failed"},
            {"25006", failure_kind::internal, "read-only transaction"},
            {"55000", failure_kind::internal, "object not in prerequisite state (not a lock timeout)"},
            {"XX000", failure_kind::internal, "internal error"},
@@ -115,4 +120,36 @@ TEST_CASE("what is retried at once, what blames the message, what is a timeout")
   CHECK_MESSAGE(is_timeout("57014"), "statement_timeout");
   CHECK_MESSAGE(is_timeout("55P03"), "lock_timeout");
   CHECK_MESSAGE(!is_timeout("57P01"), "a shutdown is transient but no timeout");
+}
+
+TEST_CASE("a connection that cannot be opened is config when the set-up is wrong, transient when a retry can help") {
+  struct row {
+    const char* message;
+    failure_kind kind;
+  };
+  for (const auto& r : std::vector<row>{
+           {R"(connection to server at "127.0.0.1", port 5432 failed: FATAL:  database "shop" does not exist)",
+            failure_kind::config},
+           {R"(connection to server at "127.0.0.1", port 5432 failed: FATAL:  role "app" does not exist)",
+            failure_kind::config},
+           {R"(connection to server at "127.0.0.1", port 5432 failed: FATAL:  password authentication failed for user "app")",
+            failure_kind::config},
+           {"connection to server at \"db\" failed: fe_sendauth: no password supplied", failure_kind::config},
+           {R"(connection to server at "db", port 5432 failed: server certificate for "db" does not match host name "x")",
+            failure_kind::config},
+           {R"(invalid integer value "zz" for connection option "port")", failure_kind::config},
+           {"connection to server at \"127.0.0.1\", port 5432 failed: Connection refused\n\tIs the server running",
+            failure_kind::transient},
+           {R"(connection to server at "127.0.0.1", port 5432 failed: FATAL:  the database system is starting up)",
+            failure_kind::transient},
+           {R"(connection to server at "127.0.0.1", port 5432 failed: FATAL:  sorry, too many clients already)",
+            failure_kind::transient},
+           {"timed out", failure_kind::transient},
+       }) {
+    CAPTURE(r.message);
+    CHECK(classify_connect_failure(r.message) == r.kind);
+  }
+  CHECK(config_hint("42P01", "").find("voucherd migrate") != std::string::npos);
+  CHECK(config_hint("", R"(FATAL:  database "shop" does not exist)").find("database name") != std::string::npos);
+  CHECK(config_hint("", R"(FATAL:  role "app" does not exist)").find("role") != std::string::npos);
 }

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 
 #include <boost/json/serialize.hpp>
@@ -17,7 +18,16 @@ void add_common(po::options_description& desc, common_flags& flags) {
   desc.add_options()
       ("database-url", po::value(&flags.database_url),
        "Postgres URL; default: $DATABASE_URL, then libpq's PG* variables. "
-       "Prefer PGPASSWORD or PGPASSFILE for the password.")
+       "Prefer PGPASSWORD or PGPASSFILE for the password, or --database-url-file.")
+      ("database-url-file", po::value(&flags.database_url_file),
+       "read the Postgres URL from this file (env VOUCHERD_DATABASE_URL_FILE), so that a password "
+       "in it never appears in argv or the environment")
+      ("transaction-pooler", po::bool_switch(&flags.transaction_pooler),
+       "the URL goes through a transaction-pooling PgBouncer: unnamed statements only, LISTEN only "
+       "on --listen-url (env VOUCHERD_TRANSACTION_POOLER=1)")
+      ("listen-url", po::value(&flags.listen_url),
+       "a URL straight to Postgres for LISTEN when the main one is pooled; without it a pooled "
+       "worker polls (env VOUCHERD_LISTEN_URL)")
       ("statement-timeout-ms", po::value(&flags.statement_timeout_ms),
        "server-side bound on each statement, 0 = none (env VOUCHERD_STATEMENT_TIMEOUT_MS; "
        "default 5000, 0 for migrate/import/generate)")
@@ -57,11 +67,52 @@ std::chrono::milliseconds pick_ms(long flag, const char* env_name, std::chrono::
 
 }  // namespace
 
+namespace {
+
+// The flag, else the environment variable, else "".
+std::string pick_text(const std::string& flag, const char* env_name) {
+  if (!flag.empty()) return flag;
+  const char* env = std::getenv(env_name);
+  return env ? env : "";
+}
+
+// The URL of a --database-url-file: its first line, without surrounding
+// blanks. Never echoes the content (it may hold a password).
+std::string read_url_file(const std::string& path) {
+  std::ifstream in{path};
+  if (!in)
+    throw voucherd_error{failure_kind::config, fmt::format("cannot read the database URL file {}", path)};
+  std::string line;
+  std::getline(in, line);
+  const auto first = line.find_first_not_of(" \t\r");
+  const auto last = line.find_last_not_of(" \t\r");
+  if (first == std::string::npos)
+    throw voucherd_error{failure_kind::config, fmt::format("the database URL file {} is empty", path)};
+  return line.substr(first, last - first + 1);
+}
+
+bool env_flag(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return false;
+  const std::string s = v;
+  if (s == "1" || s == "true" || s == "yes" || s == "on") return true;
+  if (s == "0" || s == "false" || s == "no" || s == "off") return false;
+  throw voucherd_error{failure_kind::usage, fmt::format("{} must be 1 or 0, got '{}'", name, s)};
+}
+
+}  // namespace
+
 common_options resolve_common(const common_flags& flags, std::string_view command, db_profile profile) {
   common_options o;
   auto& db = o.db;
+  const std::string url_file = pick_text(flags.database_url_file, "VOUCHERD_DATABASE_URL_FILE");
+  if (!flags.database_url.empty() && !flags.database_url_file.empty())
+    throw voucherd_error{failure_kind::usage, "give --database-url or --database-url-file, not both"};
   if (!flags.database_url.empty()) db.url = flags.database_url;
+  else if (!url_file.empty()) db.url = read_url_file(url_file);
   else if (const char* env = std::getenv("DATABASE_URL")) db.url = env;
+  db.pooled = flags.transaction_pooler || env_flag("VOUCHERD_TRANSACTION_POOLER");
+  db.listen_url = pick_text(flags.listen_url, "VOUCHERD_LISTEN_URL");
   db.application_name = fmt::format("voucherd-{}", command);
   const bool claim = profile == db_profile::claim;
   db.statement_timeout =

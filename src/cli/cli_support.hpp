@@ -19,6 +19,9 @@ using args = std::vector<std::string>;
 // What the options every subcommand takes were given as (-1: not given).
 struct common_flags {
   std::string database_url;
+  std::string database_url_file;
+  bool transaction_pooler = false;
+  std::string listen_url;
   long statement_timeout_ms = -1;
   long lock_timeout_ms = -1;
   long idle_in_transaction_timeout_ms = -1;

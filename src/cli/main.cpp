@@ -33,7 +33,8 @@ Every command takes --database-url URL (default: $DATABASE_URL, then libpq's PG*
 and bounds every wait on the database: --statement-timeout-ms, --lock-timeout-ms,
 --idle-in-transaction-timeout-ms, --connect-timeout-ms (or VOUCHERD_* variables).
 Machine output is JSON lines on stdout; messages go to stderr. voucherd --version prints the version.
-Exit: 0 ok, 3 sold out, 64 usage, 65 rejected, 70 internal, 75 transient (retry).
+Exit: 0 ok, 3 sold out, 64 usage, 65 rejected, 70 internal, 75 transient (retry later),
+      78 config (wrong database, role, password, certificate or schema: fix the set-up, do not retry).
 )";
 
 using command_fn = int (*)(const voucherd::cli::args&);
@@ -79,6 +80,8 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     const auto kind = classify(e);
     cli::say(fmt::format("{} error: {}", to_string(kind), e.what()));
+    if (kind == failure_kind::config)
+      if (const std::string hint = config_hint(sqlstate_of(e), e.what()); !hint.empty()) cli::say(hint);
     return exit_code_for(kind);
   }
 }

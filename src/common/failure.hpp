@@ -11,6 +11,10 @@ enum class failure_kind {
   rejected,   // bad input, unknown or inactive campaign: dead-letter (exit 65)
   transient,  // database/Redis unreachable, retries exhausted: retry later (exit 75)
   internal,   // a bug or an unexpected server error                (exit 70)
+  config,     // the set-up is wrong: unknown database or role, failed
+              // authentication or certificate check, schema missing or
+              // older than this binary, a missing grant: fix the
+              // configuration, a retry cannot help               (exit 78)
 };
 
 inline constexpr int k_exit_ok = 0;
@@ -19,6 +23,7 @@ inline constexpr int k_exit_usage = 64;
 inline constexpr int k_exit_rejected = 65;
 inline constexpr int k_exit_internal = 70;
 inline constexpr int k_exit_transient = 75;
+inline constexpr int k_exit_config = 78;
 
 int exit_code_for(failure_kind kind);
 const char* to_string(failure_kind kind);
@@ -40,7 +45,21 @@ class voucherd_error : public std::runtime_error {
 // and lock_not_available (55P03: lock_timeout ran out). A retry later can
 // change the outcome of all of these; of nothing else. Rejected: data
 // exceptions (22), integrity violations (23) and P0001 (RAISE EXCEPTION).
+// Config: an unknown database (3D000) or schema (3F000), failed
+// authorization (28), a missing table or function (42P01, 42883: the schema
+// is not migrated) and a missing privilege (42501).
 failure_kind classify_sqlstate(const std::string& sqlstate);
+
+// A connection that could not be opened, by libpq's message (libpq gives no
+// SQLSTATE for it): config when the server or libpq refused the set-up (no
+// such database or role, authentication or certificate failed, an
+// unreadable URL or certificate file), transient otherwise (refused,
+// unreachable, timed out, the server starting up or shutting down).
+failure_kind classify_connect_failure(const std::string& libpq_message);
+// What to tell an operator about a failure of kind config, by SQLSTATE (or
+// "" for a connection failure): e.g. "run `voucherd migrate`" for a missing
+// table. Empty when there is nothing to add.
+std::string config_hint(const std::string& sqlstate, const std::string& message);
 
 // The one retry rule of the claim path: whether running the failed
 // transaction again at once (no backoff) is expected to succeed. True for a

@@ -2,6 +2,8 @@
 
 #include <pqxx/except>
 
+#include "db/pg_connection.hpp"
+
 namespace voucherd {
 
 failure_kind classify(const std::exception& e) {
@@ -11,6 +13,12 @@ failure_kind classify(const std::exception& e) {
   if (dynamic_cast<const pqxx::transaction_rollback*>(&e)) return failure_kind::transient;
   if (auto* sql = dynamic_cast<const pqxx::sql_error*>(&e)) return classify_sqlstate(sql->sqlstate());
   return failure_kind::internal;
+}
+
+std::string sqlstate_of(const std::exception& e) {
+  if (auto* sql = dynamic_cast<const pqxx::sql_error*>(&e)) return sql->sqlstate();
+  if (auto* pg = dynamic_cast<const pg_error*>(&e)) return pg->sqlstate();
+  return {};
 }
 
 }  // namespace voucherd

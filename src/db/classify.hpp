@@ -5,11 +5,15 @@
 // through classify_sqlstate; our own errors carry their kind; anything else
 // is internal.
 #include <exception>
+#include <string>
 
 #include "common/failure.hpp"
 
 namespace voucherd {
 
 failure_kind classify(const std::exception& e);
+// The SQLSTATE a database error carries (libpqxx's or pg_connection's), ""
+// for any other exception.
+std::string sqlstate_of(const std::exception& e);
 
 }  // namespace voucherd

@@ -38,6 +38,13 @@ struct connection_settings {
   static constexpr std::chrono::milliseconds k_reply_margin{2000};
 
   std::string url;  // "" = libpq's PG* variables
+  // The URL reaches Postgres through a transaction-pooling PgBouncer: no
+  // named prepared statements (each statement goes unnamed), no session
+  // state, no LISTEN on it (listen_url is used for that, or a poll).
+  bool pooled = false;
+  // A URL straight to Postgres for LISTEN (a session-level feature no
+  // transaction pooler keeps); "" = url when not pooled, else poll.
+  std::string listen_url;
   std::string application_name = "voucherd";
   // 0 disables a timeout (then the server default applies: none).
   std::chrono::milliseconds statement_timeout = k_claim_statement_timeout;

@@ -80,12 +80,16 @@ pg_error pg_connection::lost(std::string_view statement, std::string why) {
                   fmt::format("database connection lost during {}: {}", statement, why)};
 }
 
+pg_error pg_connection::connect_failure(const std::string& why) {
+  return pg_error{classify_connect_failure(why), "connect", "", true,
+                  fmt::format("cannot connect to the database: {}", why)};
+}
+
 asio::awaitable<void> pg_connection::connect() {
   close();
   conn_ = PQconnectStart(url_.c_str());
   if (!conn_ || PQstatus(conn_) == CONNECTION_BAD) {
-    auto e = lost("connect", fmt::format("cannot connect to the database: {}",
-                                         conn_ ? trimmed(PQerrorMessage(conn_)) : "out of memory"));
+    auto e = connect_failure(conn_ ? trimmed(PQerrorMessage(conn_)) : "out of memory");
     close();
     throw e;
   }
@@ -95,7 +99,7 @@ asio::awaitable<void> pg_connection::connect() {
   auto state = PGRES_POLLING_WRITING;
   while (state != PGRES_POLLING_OK) {
     if (state == PGRES_POLLING_FAILED) {
-      auto e = lost("connect", fmt::format("cannot connect to the database: {}", trimmed(PQerrorMessage(conn_))));
+      auto e = connect_failure(trimmed(PQerrorMessage(conn_)));
       close();
       throw e;
     }

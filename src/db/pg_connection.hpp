@@ -136,6 +136,9 @@ class pg_connection {
     bool prepared;
   };
   asio::awaitable<void> prepare(const sql_statement& statement);
+  // A connection that could not be opened: config or transient by libpq's
+  // message (classify_connect_failure), lost_connection() true.
+  static pg_error connect_failure(const std::string& why);
   // Sends one statement (the prepared one must exist); false if libpq refused.
   bool send(const queued& q);
   asio::awaitable<pg_rows> run_pipeline(queued last);

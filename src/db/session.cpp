@@ -15,8 +15,7 @@ db_session::db_session(const std::string& url) : conninfo_{url} {
   } catch (const pqxx::broken_connection& e) {
     std::string why = e.what();
     while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
-    throw voucherd_error{failure_kind::transient,
-                         fmt::format("cannot connect to the database: {}", why)};
+    throw voucherd_error{classify_connect_failure(why), fmt::format("cannot connect to the database: {}", why)};
   }
   for (const sql_statement* s : sql::all()) conn_->prepare(s->name_str(), s->text_str());
 }

@@ -52,6 +52,7 @@ unsigned http_status_for(const claim_reply& reply) {
       case failure_kind::rejected: return 422;
       case failure_kind::transient: return 503;
       case failure_kind::internal: return 500;
+      case failure_kind::config: return 503;  // not this request's fault; /readyz says why
     }
   }
   return 500;  // a handler that answered nothing is a bug
