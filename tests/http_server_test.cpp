@@ -163,7 +163,7 @@ claim_handler claim_path(std::string database_url, metrics& registry) {
 }
 
 readiness_probe always_ready() {
-  return [](std::function<void(bool)> answer) { answer(true); };
+  return [](std::function<void(std::string)> answer) { answer(""); };
 }
 
 }  // namespace
@@ -266,11 +266,16 @@ TEST_CASE("/healthz, /readyz follow the probe, unknown paths and methods are 404
   metrics registry;
   std::atomic<bool> ready{false};
   running_server srv{[](std::string, std::function<void(claim_reply)> done) { done(claim_reply{}); },
-                     [&](std::function<void(bool)> answer) { answer(ready.load()); }, registry};
+                     [&](std::function<void(std::string)> answer) {
+                       answer(ready.load() ? "" : "the database is taking a nap");
+                     },
+                     registry};
   client c{srv.server.port()};
   CHECK_MESSAGE(c.get("/healthz").status == 200, "healthz");
   auto not_ready = c.get("/readyz");
   CHECK_MESSAGE(not_ready.status == 503, not_ready.body);
+  CHECK_MESSAGE(not_ready.body.find("the database is taking a nap") != std::string::npos,
+                "/readyz says why: " << not_ready.body);
   ready = true;
   auto now_ready = c.get("/readyz");
   CHECK_MESSAGE(now_ready.status == 200, now_ready.body);

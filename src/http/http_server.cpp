@@ -200,15 +200,17 @@ asio::awaitable<response> handle_request(request req, const request_services& se
     case route::method_not_allowed:
       co_return make_response(req, 405, k_json, error_body("method_not_allowed", req.method_string()));
     case route::readyz: {
-      bool ready = true;
+      std::string why_not;
       if (services.probe) {
         try {
-          ready = co_await async_answer<bool>([&](auto done) { services.probe(std::move(done)); });
-        } catch (const std::exception&) {
-          ready = false;  // a probe that cannot even ask is an answer too
+          why_not = co_await async_answer<std::string>([&](auto done) { services.probe(std::move(done)); });
+        } catch (const std::exception& e) {
+          why_not = e.what();  // a probe that cannot even ask is an answer too
         }
       }
-      co_return make_response(req, ready ? 200 : 503, k_json, ready ? R"({"ready":true})" : R"({"ready":false})");
+      if (why_not.empty()) co_return make_response(req, 200, k_json, R"({"ready":true})");
+      co_return make_response(req, 503, k_json,
+                              boost::json::serialize(boost::json::object{{"ready", false}, {"reason", why_not}}));
     }
     case route::claims: {
       claim_reply reply;

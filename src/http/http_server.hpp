@@ -8,7 +8,8 @@
 //                     400 malformed, 413 body > k_max_body_bytes, 503 transient,
 //                     500 internal. The map lives in one function, http_status_for().
 //   GET  /healthz     200 while the process serves requests.
-//   GET  /readyz      200 when the readiness probe says ready (database reachable), else 503.
+//   GET  /readyz      200 when the readiness probe says ready (database reachable and
+//                     migrated), else 503 with {"ready":false,"reason":...}.
 //   GET  /metrics     Prometheus text (content-type text/plain; version=0.0.4).
 //
 // The server records no claim metrics itself: the claim path behind
@@ -38,8 +39,9 @@ namespace voucherd {
 // Called with the request body; must call done exactly once, on the
 // io_context's thread (post to it when the claim ran elsewhere).
 using claim_handler = std::function<void(std::string body, std::function<void(claim_reply)> done)>;
-// Called for GET /readyz; must call its argument exactly once, on the io_context's thread.
-using readiness_probe = std::function<void(std::function<void(bool ready)>)>;
+// Called for GET /readyz; must call its argument exactly once, on the
+// io_context's thread, with "" when ready, else why not.
+using readiness_probe = std::function<void(std::function<void(std::string why_not)>)>;
 
 // The one map from a claim reply to an HTTP status (see the table above).
 unsigned http_status_for(const claim_reply& reply);

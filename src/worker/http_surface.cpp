@@ -5,6 +5,7 @@
 
 #include "common/json_log.hpp"
 #include "db/pg_connection.hpp"
+#include "db/schema_check.hpp"
 
 namespace voucherd {
 
@@ -14,18 +15,20 @@ http_surface::http_surface(asio::io_context& io, const worker_config& config, me
 
 void http_surface::start() {
   source_->start(io_);
-  auto probe = [this](std::function<void(bool)> answer) {
+  // Ready: the database answers and holds this binary's schema.
+  auto probe = [this](std::function<void(std::string)> answer) {
     asio::co_spawn(
         io_,
         [this, answer]() -> asio::awaitable<void> {
           pg_connection probe_conn{io_, config_.database_url, config_.deadlines};
-          bool ready = false;
+          std::string why_not;
           try {
             co_await probe_conn.connect();
-            ready = true;
-          } catch (const std::exception&) {
+            co_await require_schema(probe_conn);
+          } catch (const std::exception& e) {
+            why_not = e.what();
           }
-          answer(ready);
+          answer(why_not);
         },
         asio::detached);
   };

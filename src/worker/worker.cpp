@@ -12,6 +12,8 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "common/json_log.hpp"
+#include "db/pg_connection.hpp"
+#include "db/schema_check.hpp"
 #include "notify/outbox_dispatcher.hpp"
 #include "worker/claim_loop.hpp"
 #include "worker/http_surface.hpp"
@@ -80,8 +82,39 @@ void worker::impl::spawn_claimer(asio::io_context& ctx, message_source& src, int
       });
 }
 
+namespace {
+
+// One connection and a schema check before anything starts. A set-up no
+// retry can fix (unknown database or role, failed authentication or
+// certificate, schema missing or older than this binary) ends the worker
+// here, exit 78 with what to do; a database that is merely away is waited
+// for, as always, by the claimers' reconnects.
+void check_database_at_start(const worker_config& config) {
+  asio::io_context io;
+  std::exception_ptr failure;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        pg_connection conn{io, config.database_url, config.deadlines};
+        co_await conn.connect();
+        co_await require_schema(conn);
+      },
+      [&](std::exception_ptr e) { failure = e; });
+  io.run();
+  if (!failure) return;
+  try {
+    std::rethrow_exception(failure);
+  } catch (const voucherd_error& e) {
+    if (e.kind() == failure_kind::config) throw;
+    log_json(log_level::warn, "database not usable at start; claimers will keep trying", {{"error", e.what()}});
+  }
+}
+
+}  // namespace
+
 int worker::run() {
   auto& s = *impl_;
+  check_database_at_start(s.config);
   asio::signal_set signals{s.io, SIGINT, SIGTERM};
   signals.async_wait([&s](boost::system::error_code ec, int signo) {
     if (!ec) s.stop(signo == SIGTERM ? "SIGTERM" : "SIGINT");

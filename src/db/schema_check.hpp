@@ -1,0 +1,27 @@
+#pragma once
+// Whether a database holds the schema this binary was built for: every
+// migration embedded in the binary applied (db/migrator.hpp records them in
+// voucherd_migration). A worker checks this once at start-up, so that a
+// database nobody migrated, or one an older voucherd migrated, stops it with
+// exit 78 and "run `voucherd migrate`" instead of failing every message.
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+
+namespace voucherd {
+
+class pg_connection;
+
+// What is wrong with a schema whose applied migrations are `applied`, for
+// this binary's migrations `known`: "" when every known one is applied.
+// Migrations applied but unknown here (a newer voucherd migrated) are not a
+// problem: migrations only add, so an older binary still runs.
+std::string schema_problem(const std::vector<std::string>& applied, const std::vector<std::string>& known);
+
+// Reads the applied migrations over `conn` and throws voucherd_error(config)
+// naming what is missing, with the hint to migrate. A database error is
+// thrown as it came (pg_error; a missing voucherd_migration table is config).
+boost::asio::awaitable<void> require_schema(pg_connection& conn);
+
+}  // namespace voucherd
