@@ -18,6 +18,7 @@ VOUCHERD_PACKAGES=(
   libpq-dev libpqxx-dev libfmt-dev doctest-dev libhiredis-dev
   libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev
   postgresql-15 postgresql-contrib redis-server
+  systemd  # systemd-analyze verify, for the unit in scripts/
 )
 
 install_deps() {

@@ -3,10 +3,14 @@
 // nothing in the database.
 #include <doctest/doctest.h>
 
+#include <cstdio>
+#include <cstdlib>
+
 #include <fmt/format.h>
 
 #include "common/failure.hpp"
 #include "pool/code_generator.hpp"
+#include "support/files.hpp"
 #include "support/test_db.hpp"
 
 using namespace voucherd;
@@ -217,6 +221,15 @@ TEST_CASE("voucherd --version, and a subcommand group called without its subcomm
   const auto v = run_voucherd({"--version"});
   CHECK(v.exit_code == 0);
   CHECK_MESSAGE(v.out.rfind("voucherd ", 0) == 0, v.out);
+  // Built from a checkout (as CI builds it): the version names the revision.
+  const auto rev_file = temp_path("version-rev");
+  if (std::system(("git -C '" + std::string{VOUCHERD_SOURCE_DIR} + "' rev-parse --short=12 HEAD >'" + rev_file +
+                   "' 2>/dev/null").c_str()) == 0) {
+    std::string rev = read_file(rev_file);
+    while (!rev.empty() && rev.back() == '\n') rev.pop_back();
+    CHECK_MESSAGE(v.out.find("(git " + rev) != std::string::npos, v.out << " names " << rev);
+  }
+  std::remove(rev_file.c_str());
   const auto c = run_voucherd({"campaign"});
   CHECK(c.exit_code == k_exit_usage);
   CHECK_MESSAGE(c.err.find("needs a subcommand") != std::string::npos, c.err);

@@ -12,6 +12,9 @@
 #include "db/classify.hpp"
 #include "common/failure.hpp"
 
+// "0.1.0 (git 0123456789ab)": made at build time (scripts/git-version.cmake).
+extern const char* const k_voucherd_version;
+
 namespace {
 
 constexpr const char* k_usage = R"(usage: voucherd COMMAND [OPTIONS]   (COMMAND --help for its options)
@@ -67,7 +70,7 @@ int main(int argc, char** argv) {
     return k_exit_ok;
   }
   if (name == "--version" || name == "version") {
-    std::printf("voucherd %s\n", VOUCHERD_VERSION);
+    std::printf("voucherd %s\n", k_voucherd_version);
     return k_exit_ok;
   }
   auto it = commands().find(name);
