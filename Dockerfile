@@ -14,6 +14,7 @@ COPY CMakeLists.txt ./
 COPY src ./src
 COPY sql ./sql
 COPY migrations ./migrations
+COPY scripts/git-version.cmake ./scripts/
 RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DVOUCHERD_TESTS=OFF \
  && cmake --build /build \
  && strip /build/voucherd
