@@ -6,7 +6,7 @@ FROM debian:bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       g++ cmake ninja-build pkg-config \
-      libpq-dev libpqxx-dev libfmt-dev libhiredis-dev \
+      libpq-dev libpqxx-dev libfmt-dev libhiredis-dev libssl-dev \
       libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
@@ -22,7 +22,7 @@ RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DVOUCHERD_TESTS=OF
 FROM debian:bookworm AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      libpq5 libpqxx-6.4 libfmt9 libhiredis0.14 \
+      libpq5 libpqxx-6.4 libfmt9 libhiredis0.14 libssl3 \
       libboost-json1.81.0 libboost-program-options1.81.0 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin voucherd

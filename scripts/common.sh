@@ -15,7 +15,7 @@ pg_owned_dir=
 # Debian packages the build, the tests and the servers need.
 VOUCHERD_PACKAGES=(
   build-essential cmake ninja-build pkg-config
-  libpq-dev libpqxx-dev libfmt-dev doctest-dev libhiredis-dev
+  libpq-dev libpqxx-dev libfmt-dev doctest-dev libhiredis-dev libssl-dev openssl curl
   libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev
   postgresql-15 postgresql-contrib redis-server
   systemd  # systemd-analyze verify, for the unit in scripts/

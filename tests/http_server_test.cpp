@@ -350,3 +350,20 @@ TEST_CASE("start refuses a malformed or non-loopback address unless allowed") {
   http_server ipv6{io, "[::1]:0", handler, always_ready(), registry};
   CHECK_NOTHROW(ipv6.start());
 }
+
+TEST_CASE("a required bearer token lets start() listen beyond loopback; a token too short is refused") {
+  metrics registry;
+  asio::io_context io;
+  auto handler = [](std::string, std::function<void(claim_reply)> done) { done(claim_reply{}); };
+  http_server guarded{io, "0.0.0.0:0", handler, always_ready(), registry};
+  guarded.require_bearer_token(bearer_token{"0123456789abcdef0123", "test"});
+  CHECK_NOTHROW(guarded.start());
+  CHECK_THROWS_AS(bearer_token("short", "test"), voucherd_error);
+  const bearer_token token{"0123456789abcdef0123", "test"};
+  CHECK(token.admits("Bearer 0123456789abcdef0123"));
+  CHECK_MESSAGE(token.admits("bearer 0123456789abcdef0123"), "the scheme is case-insensitive");
+  CHECK_FALSE(token.admits("Bearer 0123456789abcdef012"));
+  CHECK_FALSE(token.admits("Bearer 0123456789abcdef01234"));
+  CHECK_FALSE(token.admits("Basic 0123456789abcdef0123"));
+  CHECK_FALSE(token.admits(""));
+}

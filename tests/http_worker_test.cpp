@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 
@@ -17,6 +18,8 @@
 #include "support/http_client.hpp"
 #include "support/json_field.hpp"
 #include "support/prometheus.hpp"
+#include "support/run_program.hpp"
+#include "support/test_ca.hpp"
 #include "support/test_db.hpp"
 
 using namespace voucherd;
@@ -24,6 +27,35 @@ using namespace voucherd::test;
 using namespace std::chrono_literals;
 
 namespace http = boost::beast::http;
+
+namespace {
+
+// What an operator would put in the token file (`openssl rand -hex 32`).
+constexpr const char* k_token = "2f6b7c0e9d1a4b3c8e5f60718293a4b5c6d7e8f901a2b3c4d5e6f708192a3b4c";
+
+std::string write_token_file() {
+  const auto path = temp_path("http-token");
+  std::ofstream{path} << k_token << "\n";
+  return path;
+}
+
+// curl as an operator runs it: prints "<status>" (000 when there was no answer).
+program_result curl(const std::vector<std::string>& args) {
+  std::vector<std::string> argv{"curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "30"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_program(argv);
+}
+
+std::vector<std::string> claim_by_curl(const std::string& url, const std::string& user,
+                                       const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> args{"-X", "POST", "-H", "Content-Type: application/json",
+                                "-d", fmt::format(R"({{"user_id":"{}"}})", user)};
+  args.insert(args.end(), extra.begin(), extra.end());
+  args.push_back(url + "/v1/claims");
+  return args;
+}
+
+}  // namespace
 
 TEST_CASE("voucherd worker --http answers each outcome, its metrics match the database, its claims are notified") {
   test_database db;
@@ -109,4 +141,107 @@ TEST_CASE("with the database away, POST /v1/claims answers 503 at once instead o
   ::kill(pid, SIGTERM);
   CHECK(wait_exit(pid) == 0);
   std::filesystem::remove(err_path);
+}
+
+TEST_CASE("worker --http 0.0.0.0 with a bearer token: POST /v1/claims is 401 without or with a wrong token and 200 "
+          "with it; the probes stay open; the token is never logged") {
+  test_database db;
+  db.make_campaign("signup", 5);
+  const auto token_file = write_token_file();
+  const auto log_path = temp_path("http-token-worker");
+  const int pid = spawn_voucherd({"worker", "--source", "pg", "--campaign", "signup", "--concurrency", "1", "--http",
+                                  "0.0.0.0:0", "--http-token-file", token_file, "--database-url", db.url()},
+                                 {}, log_path);
+  const auto found = wait_for_http_port(log_path, pid, 20s);
+  REQUIRE_MESSAGE(found.has_value(), "the worker listens beyond loopback with a token: " << read_file(log_path));
+  const auto port = *found;
+  const http_headers good{{"Authorization", std::string{"Bearer "} + k_token}};
+
+  const auto none = post_claim(port, R"({"user_id":"u1"})");
+  CHECK_MESSAGE(none.status == 401, none.status << " " << none.body << none.error);
+  CHECK_MESSAGE(none.www_authenticate.rfind("Bearer", 0) == 0, "WWW-Authenticate: " << none.www_authenticate);
+  const auto wrong = http_call(port, http::verb::post, "/v1/claims", R"({"user_id":"u1"})", k_http_deadline,
+                               {{"Authorization", "Bearer 0000000000000000000000000000000000000000000000000000000000000000"}});
+  CHECK_MESSAGE(wrong.status == 401, wrong.status << " " << wrong.body);
+  const auto basic = http_call(port, http::verb::post, "/v1/claims", R"({"user_id":"u1"})", k_http_deadline,
+                               {{"Authorization", std::string{"Basic "} + k_token}});
+  CHECK_MESSAGE(basic.status == 401, "another scheme with the same secret: " << basic.status);
+  const auto right = http_call(port, http::verb::post, "/v1/claims", R"({"user_id":"u1"})", k_http_deadline, good);
+  CHECK_MESSAGE(right.status == 200, right.status << " " << right.body);
+  CHECK_MESSAGE(json_field(right.body, "status") == "claimed", right.body);
+  CHECK_MESSAGE(db.count("SELECT count(*) FROM voucher_item WHERE user_id IS NOT NULL") == 1,
+                "only the authorised request claimed");
+  for (const char* probe : {"/healthz", "/readyz", "/metrics"})
+    CHECK_MESSAGE(http_call(port, http::verb::get, probe).status == 200, probe << " stays open");
+
+  const std::string base = fmt::format("http://127.0.0.1:{}", port);
+  const auto curl_none = curl(claim_by_curl(base, "u2"));
+  CHECK_MESSAGE(curl_none.out == "401", "curl without a token: " << curl_none.out << curl_none.err);
+  const auto curl_good = curl(claim_by_curl(base, "u2", {"-H", std::string{"Authorization: Bearer "} + k_token}));
+  CHECK_MESSAGE(curl_good.out == "200", "curl with the token: " << curl_good.out << curl_good.err);
+  CHECK_MESSAGE(curl({base + "/healthz"}).out == "200", "curl /healthz without a token");
+
+  ::kill(pid, SIGTERM);
+  CHECK_MESSAGE(wait_exit(pid) == 0, "SIGTERM exits 0: " << read_file(log_path));
+  const auto log = read_file(log_path);
+  CHECK_MESSAGE(log.find(k_token) == std::string::npos, "the token is not in the log: " << log);
+  CHECK_MESSAGE(log.find(R"("auth":"bearer")") != std::string::npos, "the log says the endpoint is guarded: " << log);
+  std::filesystem::remove(log_path);
+  std::filesystem::remove(token_file);
+}
+
+TEST_CASE("worker --http-tls-cert/--http-tls-key serves HTTPS that curl --cacert verifies, keeps connections alive, "
+          "enforces the token, and notifies an https webhook trusted through --webhook-ca-file") {
+  test_database db;
+  db.make_campaign("signup", 5);
+  const test_ca ca;
+  webhook_receiver receiver{[](const std::string&, int) { return webhook_receiver::answer{200}; }, ca.server_cert(),
+                            ca.server_key()};
+  const auto token_file = write_token_file();
+  const auto log_path = temp_path("https-worker");
+  const int pid = spawn_voucherd({"worker", "--source", "pg", "--campaign", "signup", "--concurrency", "1", "--http",
+                                  "0.0.0.0:0", "--http-token-file", token_file, "--http-tls-cert", ca.server_cert(),
+                                  "--http-tls-key", ca.server_key(), "--notify", "webhook:" + receiver.url(),
+                                  "--webhook-ca-file", ca.ca_cert(), "--database-url", db.url()},
+                                 {}, log_path);
+  const auto found = wait_for_http_port(log_path, pid, 20s);
+  REQUIRE_MESSAGE(found.has_value(), "the worker listens: " << read_file(log_path));
+  const std::string base = fmt::format("https://localhost:{}", *found);
+  const std::vector<std::string> trust{"--cacert", ca.ca_cert()};
+
+  const auto health = curl({"--cacert", ca.ca_cert(), base + "/healthz"});
+  CHECK_MESSAGE(health.out == "200", "curl --cacert /healthz: " << health.out << health.err);
+  const auto untrusted = curl({base + "/healthz"});
+  CHECK_MESSAGE(untrusted.exit_code == 60, "curl without the CA refuses the certificate: " << untrusted.exit_code
+                                                                                            << untrusted.err);
+  const auto plain = http_call(*found, http::verb::get, "/healthz");
+  CHECK_MESSAGE(plain.status == 0, "plain HTTP on the TLS port gets no answer: " << plain.status);
+
+  auto with_trust = [&](std::vector<std::string> extra) {
+    extra.insert(extra.begin(), trust.begin(), trust.end());
+    return extra;
+  };
+  const auto none = curl(claim_by_curl(base, "u1", trust));
+  CHECK_MESSAGE(none.out == "401", "no token over TLS: " << none.out << none.err);
+  const auto wrong = curl(claim_by_curl(base, "u1", with_trust({"-H", "Authorization: Bearer not-the-token-at-all"})));
+  CHECK_MESSAGE(wrong.out == "401", "wrong token over TLS: " << wrong.out << wrong.err);
+  const auto right = curl(claim_by_curl(base, "u1", with_trust({"-H", std::string{"Authorization: Bearer "} + k_token})));
+  CHECK_MESSAGE(right.out == "200", "the token over TLS: " << right.out << right.err);
+
+  // Two requests in one curl run share one TLS connection (keep-alive).
+  const auto twice = run_program({"curl", "-sS", "--cacert", ca.ca_cert(), "-o", "/dev/null", "-o", "/dev/null", "-w",
+                                  "%{http_code}:%{num_connects} ", base + "/healthz", base + "/metrics"});
+  CHECK_MESSAGE(twice.out == "200:1 200:0 ", "the second request reused the connection: " << twice.out << twice.err);
+
+  const bool notified = receiver.wait_until([](const auto& seen) { return seen.size() >= 1; }, 30s);
+  CHECK_MESSAGE(notified, "the claim's notification reached the https webhook: " << read_file(log_path));
+
+  ::kill(pid, SIGTERM);
+  CHECK_MESSAGE(wait_exit(pid) == 0, "SIGTERM exits 0: " << read_file(log_path));
+  CHECK_MESSAGE(db.count("SELECT count(*) FROM notification_outbox WHERE status = 'sent'") == 1, "marked sent");
+  const auto log = read_file(log_path);
+  CHECK_MESSAGE(log.find(k_token) == std::string::npos, "the token is not in the log");
+  CHECK_MESSAGE(log.find(R"("tls":true)") != std::string::npos, log);
+  std::filesystem::remove(log_path);
+  std::filesystem::remove(token_file);
 }

@@ -1,18 +1,23 @@
 #pragma once
 // A webhook receiver for the notification tests: a real HTTP server on
 // 127.0.0.1 (port chosen by the kernel) that records every request and
-// answers what a policy says, one thread per connection.
+// answers what a policy says, one thread per connection. Given a certificate
+// and key it serves HTTPS instead (url() is then https://localhost:PORT/hook,
+// so that the client's host-name check has a name to check) and counts the
+// handshakes that failed, e.g. because the client refused its certificate.
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/json.hpp>
@@ -39,6 +44,15 @@ class webhook_receiver {
       : policy_{std::move(p)}, acceptor_{io_, {boost::asio::ip::make_address("127.0.0.1"), 0}} {
     thread_ = std::thread{[this] { serve(); }};
   }
+  // HTTPS with this PEM certificate chain and key.
+  webhook_receiver(policy p, const std::string& cert_file, const std::string& key_file)
+      : policy_{std::move(p)},
+        tls_{std::make_unique<boost::asio::ssl::context>(boost::asio::ssl::context::tls_server)},
+        acceptor_{io_, {boost::asio::ip::make_address("127.0.0.1"), 0}} {
+    tls_->use_certificate_chain_file(cert_file);
+    tls_->use_private_key_file(key_file, boost::asio::ssl::context::pem);
+    thread_ = std::thread{[this] { serve(); }};
+  }
   ~webhook_receiver() {
     stopping_ = true;
     boost::system::error_code ec;
@@ -48,7 +62,12 @@ class webhook_receiver {
     for (auto& t : connections_) t.join();
   }
 
-  std::string url() const { return fmt::format("http://127.0.0.1:{}/hook", acceptor_.local_endpoint().port()); }
+  std::string url() const {
+    return tls_ ? fmt::format("https://localhost:{}/hook", acceptor_.local_endpoint().port())
+                : fmt::format("http://127.0.0.1:{}/hook", acceptor_.local_endpoint().port());
+  }
+  // HTTPS: connections whose TLS handshake failed (no request was read on them).
+  int failed_handshakes() const { return failed_handshakes_; }
 
   std::vector<request_seen> requests() const {
     std::lock_guard lock{mutex_};
@@ -73,6 +92,19 @@ class webhook_receiver {
   }
 
   void handle(boost::asio::ip::tcp::socket socket) {
+    if (!tls_) return exchange(socket);
+    boost::asio::ssl::stream<boost::asio::ip::tcp::socket&> stream{socket, *tls_};
+    boost::system::error_code ec;
+    stream.handshake(boost::asio::ssl::stream_base::server, ec);
+    if (ec) {
+      ++failed_handshakes_;
+      return;
+    }
+    exchange(stream);
+  }
+
+  template <typename Stream>
+  void exchange(Stream& socket) {
     namespace http = boost::beast::http;
     boost::system::error_code ec;
     boost::beast::flat_buffer buffer;
@@ -99,6 +131,8 @@ class webhook_receiver {
   }
 
   policy policy_;
+  std::unique_ptr<boost::asio::ssl::context> tls_;  // null: plain HTTP
+  std::atomic<int> failed_handshakes_{0};
   boost::asio::io_context io_;
   boost::asio::ip::tcp::acceptor acceptor_;
   std::thread thread_;

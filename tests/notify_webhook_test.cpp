@@ -18,6 +18,7 @@
 #include "claim/metrics.hpp"
 #include "notify/outbox_dispatcher.hpp"
 #include "notify_webhook_receiver.hpp"
+#include "support/test_ca.hpp"
 #include "support/test_db.hpp"
 #include "support/wait.hpp"
 
@@ -282,6 +283,68 @@ TEST_CASE("voucherd notify --once delivers what is due and reports the attempts"
                 "each failed once and waits its backoff");
 }
 
+TEST_CASE("an https receiver signed by a private CA is delivered to with --webhook-ca-file, and without it the "
+          "certificate is refused: a failed attempt, retried later, never a crash") {
+  test_database db;
+  db.make_campaign("signup", 5);
+  claim_users(db, 1);
+  const test_ca ca;
+  webhook_receiver receiver{always_accept, ca.server_cert(), ca.server_key()};
+  REQUIRE(receiver.url().rfind("https://localhost:", 0) == 0);
+
+  // The system trust store alone does not know the test CA.
+  auto untrusted = run_voucherd({"notify", "--once", "--notify", "webhook:" + receiver.url(), "--backoff-ms", "0",
+                                 "--database-url", db.url()});
+  CHECK_MESSAGE(untrusted.exit_code == 0, "a refused certificate is a failed delivery, not a failed run: "
+                                              << untrusted.exit_code << " " << untrusted.err);
+  CHECK_MESSAGE(untrusted.out.find(R"("failed_attempts":1)") != std::string::npos, untrusted.out << untrusted.err);
+  CHECK_MESSAGE(receiver.requests().empty(), "no request reached the receiver");
+  CHECK_MESSAGE(receiver.failed_handshakes() >= 1, "the client broke off the handshake");
+  CHECK_MESSAGE(db.count("SELECT count(*) FROM notification_outbox WHERE status = 'pending' AND attempts = 1") == 1,
+                "still pending, one attempt spent, so it is retried");
+  const auto last_error = db.scalar("SELECT last_error FROM notification_outbox");
+  CHECK_MESSAGE(last_error.find("certificate verify failed") != std::string::npos, last_error);
+
+  // A second try without the CA fails the same way (retried, not crashed).
+  auto again = run_voucherd({"notify", "--once", "--notify", "webhook:" + receiver.url(), "--backoff-ms", "0",
+                             "--database-url", db.url()});
+  CHECK_MESSAGE(again.exit_code == 0, again.err);
+  CHECK_MESSAGE(db.count("SELECT count(*) FROM notification_outbox WHERE status = 'pending' AND attempts = 2") == 1,
+                "the retry was made and failed");
+
+  auto trusted = run_voucherd({"notify", "--once", "--notify", "webhook:" + receiver.url(), "--webhook-ca-file",
+                               ca.ca_cert(), "--database-url", db.url()});
+  CHECK_MESSAGE(trusted.exit_code == 0, trusted.err);
+  CHECK_MESSAGE(trusted.out.find(R"("delivered":1)") != std::string::npos, trusted.out << trusted.err);
+  CHECK_MESSAGE(db.count("SELECT count(*) FROM notification_outbox WHERE status = 'sent'") == 1, "marked sent");
+  REQUIRE_MESSAGE(receiver.requests().size() == 1, "one request over TLS");
+  CHECK_MESSAGE(receiver.requests().front().header_key == db.scalar("SELECT idempotency_key FROM notification_outbox"),
+                "it carries the idempotency key");
+}
+
+TEST_CASE("an https receiver whose certificate names another host is refused (host-name verification)") {
+  test_database db;
+  db.make_campaign("signup", 5);
+  claim_users(db, 1);
+  const test_ca ca;
+  ca.issue("elsewhere", "DNS:elsewhere.example");
+  webhook_receiver receiver{always_accept, ca.dir() + "/elsewhere.crt", ca.dir() + "/elsewhere.key"};
+  auto r = run_voucherd({"notify", "--once", "--notify", "webhook:" + receiver.url(), "--webhook-ca-file",
+                         ca.ca_cert(), "--database-url", db.url()});
+  CHECK_MESSAGE(r.exit_code == 0, r.err);
+  CHECK_MESSAGE(r.out.find(R"("delivered":0)") != std::string::npos, r.out << r.err);
+  CHECK_MESSAGE(receiver.requests().empty(), "no request reached a receiver the certificate does not name");
+  const auto last_error = db.scalar("SELECT last_error FROM notification_outbox");
+  CHECK_MESSAGE(last_error.find("hostname mismatch") != std::string::npos, last_error);
+}
+
+TEST_CASE("an unreadable --webhook-ca-file stops voucherd notify at start-up with exit 78") {
+  auto r = run_voucherd({"notify", "--once", "--notify", "webhook:https://localhost:9/hook", "--webhook-ca-file",
+                         "/no/such/ca.pem", "--database-url", "postgresql://postgres@127.0.0.1:9/none"});
+  CHECK_MESSAGE(r.exit_code == 78, r.exit_code << " " << r.err);
+  CHECK_MESSAGE(r.err.find("/no/such/ca.pem") != std::string::npos, "the message names the file: " << r.err);
+}
+
 TEST_CASE("voucherd notify runs until SIGTERM, delivering claims as they are made, and exits 0") {
   test_database db;
   db.make_campaign("signup", 5);
@@ -323,8 +386,8 @@ TEST_CASE("--notify is validated once, with a precise message") {
   };
   for (const auto& b : std::vector<bad>{{"smtp", "", "expected log, webhook:URL or redis"},
                                         {"webhook:", "", "needs a URL"},
-                                        {"webhook:https://example.com/x", "", "https is not supported"},
-                                        {"webhook:ftp://example.com/x", "", "expected http://"},
+                                        {"webhook:ftp://example.com/x", "", "expected http[s]://"},
+                                        {"webhook:https://", "", "no host"},
                                         {"webhook:http://127.0.0.1:99999/x", "", "port must be"},
                                         {"redis", "http://127.0.0.1:6379", "redis://"},
                                         {"redis", "redis://127.0.0.1:0", "port must be"},

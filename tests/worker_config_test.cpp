@@ -3,6 +3,7 @@
 // the option, and usage errors exit 64 without touching the database.
 #include <doctest/doctest.h>
 
+#include "support/test_ca.hpp"
 #include "worker_fixture.hpp"
 
 using namespace voucherd::test;
@@ -12,7 +13,8 @@ TEST_CASE("worker --help documents every option") {
   CHECK_MESSAGE(r.exit_code == 0, r.err);
   for (const char* option : {"--source", "--campaign", "--concurrency", "--threads", "--batch", "--strategy", "--http", "--notify",
                              "--redis-url", "--stream", "--group", "--consumer", "--dead-letter-stream",
-                             "--claim-idle-ms", "--max-deliveries", "--shutdown-grace-ms", "--database-url"})
+                             "--claim-idle-ms", "--max-deliveries", "--shutdown-grace-ms", "--database-url",
+                             "--http-token-file", "--http-tls-cert", "--http-tls-key", "--webhook-ca-file"})
     CHECK_MESSAGE(r.out.find(option) != std::string::npos, option << " is documented in --help");
 }
 
@@ -69,4 +71,52 @@ TEST_CASE("enqueue refuses an unknown source and a missing file") {
   const auto m = run_voucherd({"enqueue", "--source", "pg", "/no/such/file"});
   CHECK_MESSAGE(m.exit_code == 64, m.err);
   CHECK_MESSAGE(m.err.find("cannot open /no/such/file") != std::string::npos, m.err);
+}
+
+TEST_CASE("--http beyond loopback needs a bearer token, and every HTTP and webhook file is checked before the worker "
+          "starts") {
+  const std::string url = fmt::format("postgresql://postgres@127.0.0.1:{}/none", voucherd::free_local_port());
+  const test_ca ca;
+  const auto short_token = temp_path("short-token");
+  std::ofstream{short_token} << "too-short\n";
+  struct bad_call {
+    std::vector<std::string> args;
+    int exit_code;
+    std::string says;
+  };
+  const std::vector<bad_call> calls{
+      {{"--http", "0.0.0.0:8080"}, 64, "--http-token-file"},
+      {{"--http", "[::]:8080"}, 64, "--http-token-file"},
+      {{"--http", "0.0.0.0:8080", "--http-token-file", "/no/such/token"}, 78, "/no/such/token"},
+      {{"--http", "0.0.0.0:8080", "--http-token-file", short_token}, 78, "at least 16 characters"},
+      {{"--http-token-file", short_token}, 64, "a bearer token needs --http"},
+      {{"--http", "127.0.0.1:0", "--http-tls-cert", ca.server_cert()}, 64, "--http-tls-key"},
+      {{"--http", "127.0.0.1:0", "--http-tls-key", ca.server_key()}, 64, "--http-tls-cert"},
+      {{"--http", "127.0.0.1:0", "--http-tls-cert", "/no/such/cert.pem", "--http-tls-key", ca.server_key()}, 78,
+       "/no/such/cert.pem"},
+      {{"--http", "127.0.0.1:0", "--http-tls-cert", ca.server_cert(), "--http-tls-key", ca.dir() + "/ca.key"}, 78,
+       ca.dir() + "/ca.key"},
+      {{"--http", "127.0.0.1:0", "--http-tls-cert", short_token, "--http-tls-key", ca.server_key()}, 78, short_token},
+      {{"--http-tls-cert", ca.server_cert(), "--http-tls-key", ca.server_key()}, 64, "need --http"},
+      {{"--notify", "webhook:https://localhost:9/hook", "--webhook-ca-file", "/no/such/ca.pem"}, 78, "/no/such/ca.pem"},
+      {{"--notify", "smtp"}, 64, "--notify 'smtp'"},
+  };
+  for (const auto& call : calls) {
+    std::vector<std::string> args{"worker", "--database-url", url};
+    args.insert(args.end(), call.args.begin(), call.args.end());
+    const auto r = run_voucherd(args);
+    CAPTURE(call.says);
+    CHECK_MESSAGE(r.exit_code == call.exit_code, "exit " << call.exit_code << ", got " << r.exit_code << ": " << r.err);
+    CHECK_MESSAGE(r.err.find(call.says) != std::string::npos, "the message says '" << call.says << "': " << r.err);
+    CHECK_MESSAGE(r.err.find("worker starting") == std::string::npos, "refused before anything starts: " << r.err);
+  }
+  // The token itself is never echoed, not even when it is refused.
+  const auto refused = run_voucherd({"worker", "--database-url", url, "--http", "0.0.0.0:8080", "--http-token-file", short_token});
+  CHECK_MESSAGE(refused.err.find("too-short") == std::string::npos, refused.err);
+  const auto from_env = run_voucherd({"worker", "--database-url", url, "--http", "0.0.0.0:8080"}, {},
+                                     {{"VOUCHERD_HTTP_TOKEN", "bad token with spaces"}});
+  CHECK_MESSAGE(from_env.exit_code == 78, from_env.err);
+  CHECK_MESSAGE(from_env.err.find("VOUCHERD_HTTP_TOKEN") != std::string::npos, from_env.err);
+  CHECK_MESSAGE(from_env.err.find("with spaces") == std::string::npos, from_env.err);
+  std::filesystem::remove(short_token);
 }

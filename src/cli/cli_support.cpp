@@ -76,20 +76,8 @@ std::string pick_text(const std::string& flag, const char* env_name) {
   return env ? env : "";
 }
 
-// The URL of a --database-url-file: its first line, without surrounding
-// blanks. Never echoes the content (it may hold a password).
-std::string read_url_file(const std::string& path) {
-  std::ifstream in{path};
-  if (!in)
-    throw voucherd_error{failure_kind::config, fmt::format("cannot read the database URL file {}", path)};
-  std::string line;
-  std::getline(in, line);
-  const auto first = line.find_first_not_of(" \t\r");
-  const auto last = line.find_last_not_of(" \t\r");
-  if (first == std::string::npos)
-    throw voucherd_error{failure_kind::config, fmt::format("the database URL file {} is empty", path)};
-  return line.substr(first, last - first + 1);
-}
+// The URL of a --database-url-file (it may hold a password).
+std::string read_url_file(const std::string& path) { return read_secret_line(path, "database URL"); }
 
 bool env_flag(const char* name) {
   const char* v = std::getenv(name);
@@ -101,6 +89,18 @@ bool env_flag(const char* name) {
 }
 
 }  // namespace
+
+std::string read_secret_line(const std::string& path, std::string_view what) {
+  std::ifstream in{path};
+  if (!in) throw voucherd_error{failure_kind::config, fmt::format("cannot read the {} file {}", what, path)};
+  std::string line;
+  std::getline(in, line);
+  const auto first = line.find_first_not_of(" \t\r");
+  const auto last = line.find_last_not_of(" \t\r");
+  if (first == std::string::npos)
+    throw voucherd_error{failure_kind::config, fmt::format("the {} file {} is empty", what, path)};
+  return line.substr(first, last - first + 1);
+}
 
 common_options resolve_common(const common_flags& flags, std::string_view command, db_profile profile) {
   common_options o;

@@ -46,6 +46,12 @@ void add_common(po::options_description& desc, common_flags& flags);
 common_options resolve_common(const common_flags& flags, std::string_view command,
                               db_profile profile = db_profile::claim);
 
+// The first line of a file that holds a secret (a URL with a password, a
+// token), without surrounding blanks. `what` names it in messages ("database
+// URL" -> "cannot read the database URL file PATH"); the content is never
+// echoed. Throws voucherd_error(config) when unreadable or empty.
+std::string read_secret_line(const std::string& path, std::string_view what);
+
 // Parses `a` against desc (+ positional names, in order). Prints help and
 // returns false on --help. Throws voucherd_error(usage) on a bad call.
 bool parse(const args& a, const std::string& usage, po::options_description& desc,

@@ -3,6 +3,8 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <cstdlib>
+
 #include <fmt/format.h>
 
 #include "cli/commands.hpp"
@@ -17,7 +19,7 @@ namespace voucherd::cli {
 int run_notify(const args& a) {
   using ms = std::chrono::milliseconds;
   common_flags url_flag;
-  std::string notify, redis_url, stream, requeue_campaign;
+  std::string notify, redis_url, stream, requeue_campaign, webhook_ca_file;
   int max_attempts = 0;
   long backoff_ms = 0, backoff_cap_ms = 0, timeout_ms = 0, poll_ms = 0;
   std::size_t batch = 0;
@@ -29,8 +31,11 @@ int run_notify(const args& a) {
   add_common(desc, url_flag);
   desc.add_options()
       ("notify", po::value(&notify)->default_value("log"),
-       "sink: log (JSON lines on stderr), webhook:http://HOST:PORT/PATH (POST with Idempotency-Key), "
-       "or redis (XADD to --redis-stream)")
+       "sink: log (JSON lines on stderr), webhook:http[s]://HOST:PORT/PATH (POST with Idempotency-Key; an "
+       "https receiver's certificate is verified against the system trust store), or redis (XADD to "
+       "--redis-stream)")
+      ("webhook-ca-file", po::value(&webhook_ca_file),
+       "https webhooks: also trust the PEM CA certificates in this file (env VOUCHERD_WEBHOOK_CA_FILE)")
       ("redis-url", po::value(&redis_url)->default_value("redis://127.0.0.1:6379"), "Redis for --notify redis")
       ("redis-stream", po::value(&stream)->default_value(k_default_notify_stream), "stream for --notify redis")
       ("once", "one pass over what is due now, then exit (prints one JSON summary line)")
@@ -54,6 +59,9 @@ int run_notify(const args& a) {
     return k_exit_ok;
   auto config = parse_notify_option(notify, redis_url);
   config.redis_stream = stream;
+  if (webhook_ca_file.empty())
+    if (const char* env = std::getenv("VOUCHERD_WEBHOOK_CA_FILE")) webhook_ca_file = env;
+  config.webhook_ca_file = webhook_ca_file;
   config.max_attempts = max_attempts;
   config.backoff_base = ms{backoff_ms};
   config.backoff_cap = ms{backoff_cap_ms};

@@ -24,6 +24,11 @@ constexpr const char* k_env_batch = "VOUCHERD_BATCH";
 constexpr const char* k_env_threads = "VOUCHERD_THREADS";
 constexpr const char* k_env_redis_url = "VOUCHERD_REDIS_URL";
 constexpr const char* k_env_notify = "VOUCHERD_NOTIFY";
+constexpr const char* k_env_http_token_file = "VOUCHERD_HTTP_TOKEN_FILE";
+constexpr const char* k_env_http_token = "VOUCHERD_HTTP_TOKEN";
+constexpr const char* k_env_http_tls_cert = "VOUCHERD_HTTP_TLS_CERT";
+constexpr const char* k_env_http_tls_key = "VOUCHERD_HTTP_TLS_KEY";
+constexpr const char* k_env_webhook_ca_file = "VOUCHERD_WEBHOOK_CA_FILE";
 
 std::string env_or(const char* name, const std::string& fallback) {
   const char* v = std::getenv(name);
@@ -46,6 +51,24 @@ source_kind parse_source(const std::string& s) {
   throw voucherd_error{failure_kind::usage, fmt::format("--source must be stdin, pg or redis, got '{}'", s)};
 }
 
+// The bearer token of --http: --http-token-file, else $VOUCHERD_HTTP_TOKEN_FILE,
+// else $VOUCHERD_HTTP_TOKEN (for a secret store that injects the value).
+// Sets config.http_token and where it came from; never echoes the token.
+void read_http_token(const std::string& token_file_flag, worker_config& config) {
+  const std::string file = env_or(k_env_http_token_file, "");
+  const char* inline_token = std::getenv(k_env_http_token);
+  if (!token_file_flag.empty()) {
+    config.http_token = read_secret_line(token_file_flag, "HTTP token");
+    config.http_token_source = fmt::format("--http-token-file {}", token_file_flag);
+  } else if (!file.empty()) {
+    config.http_token = read_secret_line(file, "HTTP token");
+    config.http_token_source = fmt::format("{} {}", k_env_http_token_file, file);
+  } else if (inline_token && *inline_token) {
+    config.http_token = inline_token;
+    config.http_token_source = k_env_http_token;
+  }
+}
+
 std::string default_consumer() {
   char host[256] = {};
   gethostname(host, sizeof host - 1);
@@ -62,6 +85,7 @@ int run_worker(const args& a) {
   long batch = 0;
   long claim_idle_ms = config.redis.claim_idle.count();
   long grace_ms = config.shutdown_grace.count();
+  std::string http_token_file;
   po::options_description desc{
       "voucherd worker: the claim daemon. Takes messages ({\"user_id\": ..., \"campaign\": ..., "
       "\"message_id\": ...}) from a queue, claims a voucher for each, records one outcome per message.\n"
@@ -86,9 +110,21 @@ int run_worker(const args& a) {
        fmt::format("messages claimed per transaction (claim_batch), 1..{} (env VOUCHERD_BATCH; default {})",
                    worker_config::k_max_batch, worker_config::k_default_batch).c_str())
       ("http", po::value(&config.http_listen),
-       "serve POST /v1/claims, /healthz, /readyz, /metrics on ADDR:PORT (loopback only); off when absent")
+       "serve POST /v1/claims, /healthz, /readyz, /metrics on ADDR:PORT; off when absent. An address other "
+       "than loopback needs --http-token-file")
+      ("http-token-file", po::value(&http_token_file),
+       "POST /v1/claims then requires \"Authorization: Bearer TOKEN\", TOKEN the file's first line (16+ "
+       "characters); /healthz, /readyz, /metrics stay open (env VOUCHERD_HTTP_TOKEN_FILE, or the token itself "
+       "in VOUCHERD_HTTP_TOKEN)")
+      ("http-tls-cert", po::value(&config.http_tls.cert_file),
+       "serve HTTPS with this PEM certificate chain; needs --http-tls-key (env VOUCHERD_HTTP_TLS_CERT)")
+      ("http-tls-key", po::value(&config.http_tls.key_file),
+       "the PEM private key of --http-tls-cert (env VOUCHERD_HTTP_TLS_KEY)")
       ("notify", po::value(&config.notify),
-       "deliver notifications from the outbox: log | webhook:URL | redis (env VOUCHERD_NOTIFY); off when absent")
+       "deliver notifications from the outbox: log | webhook:URL | redis (env VOUCHERD_NOTIFY); off when absent. "
+       "An https:// webhook's certificate is verified against the system trust store")
+      ("webhook-ca-file", po::value(&config.webhook_ca_file),
+       "https webhooks: also trust the PEM CA certificates in this file (env VOUCHERD_WEBHOOK_CA_FILE)")
       ("redis-url", po::value(&config.redis.url),
        fmt::format("Redis for --source redis and --notify redis (env VOUCHERD_REDIS_URL; default {})",
                    redis_source_config::k_default_url).c_str())
@@ -109,7 +145,8 @@ int run_worker(const args& a) {
        "on SIGTERM, how long in-flight transactions may take before they are abandoned (rolled back)");
   po::variables_map vm;
   if (!parse(a, "voucherd worker --source stdin|pg|redis [--campaign NAME] [--concurrency N] [--threads T] [--batch B] "
-                "[--http 127.0.0.1:PORT] [--notify log|webhook:URL|redis] [--redis-url URL]",
+                "[--http ADDR:PORT [--http-token-file F] [--http-tls-cert F --http-tls-key F]] "
+                "[--notify log|webhook:URL|redis] [--redis-url URL]",
              desc, {}, vm))
     return k_exit_ok;
 
@@ -127,6 +164,10 @@ int run_worker(const args& a) {
   if (!vm.count("redis-url")) config.redis.url = env_or(k_env_redis_url, config.redis.url);
   config.notify_redis_url = config.redis.url;
   if (config.notify.empty()) config.notify = env_or(k_env_notify, "");
+  if (config.webhook_ca_file.empty()) config.webhook_ca_file = env_or(k_env_webhook_ca_file, "");
+  if (config.http_tls.cert_file.empty()) config.http_tls.cert_file = env_or(k_env_http_tls_cert, "");
+  if (config.http_tls.key_file.empty()) config.http_tls.key_file = env_or(k_env_http_tls_key, "");
+  read_http_token(http_token_file, config);
   if (config.redis.consumer.empty()) config.redis.consumer = default_consumer();
   config.redis.claim_idle = std::chrono::milliseconds{claim_idle_ms};
   config.shutdown_grace = std::chrono::milliseconds{grace_ms};

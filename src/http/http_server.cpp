@@ -2,7 +2,10 @@
 // accept loop and one session per connection, each a coroutine on its own
 // strand, a deadline per request on the session's tcp_stream, and
 // handle_request, which turns a request into its response and knows nothing
-// of connections.
+// of connections. The session's request loop is one template for both
+// streams, plain tcp_stream and ssl_stream over it (Beast's
+// advanced_server_flex shape): TLS adds a handshake before it and a
+// close_notify after it, and nothing inside it.
 #include "http/http_server.hpp"
 #include "db/classify.hpp"
 
@@ -20,8 +23,10 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 #include <fmt/format.h>
@@ -32,6 +37,7 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
+namespace ssl = asio::ssl;
 
 using request = http::request<http::string_body>;
 using response = http::response<http::string_body>;
@@ -101,6 +107,17 @@ std::string error_body(std::string_view error, std::string_view reason) {
   return boost::json::serialize(j);
 }
 
+// 401 for a claim without the bearer token (RFC 6750 section 3). The body
+// never echoes what was presented.
+response unauthorized(const request& req) {
+  const bool presented = req.find(http::field::authorization) != req.end();
+  auto res = make_response(req, 401, k_json,
+                           error_body("unauthorized", "POST /v1/claims needs \"Authorization: Bearer <token>\""));
+  res.set(http::field::www_authenticate,
+          presented ? R"(Bearer realm="voucherd", error="invalid_token")" : R"(Bearer realm="voucherd")");
+  return res;
+}
+
 response claim_response(const request& req, const claim_reply& reply) {
   const unsigned status = http_status_for(reply);
   if (reply.outcome) return make_response(req, status, k_json, to_json_line(*reply.outcome));
@@ -143,8 +160,9 @@ listen_address parse_listen(const std::string& listen, bool allow_non_loopback) 
   out.port = static_cast<unsigned short>(port);
   if (!allow_non_loopback && !out.host.is_loopback())
     throw voucherd_error{failure_kind::usage,
-                         fmt::format("--http '{}': refusing to listen on a non-loopback address; the claim "
-                                     "endpoint has no authentication (use 127.0.0.1 or ::1)",
+                         fmt::format("--http '{}': refusing to listen on a non-loopback address without "
+                                     "authentication: give a bearer token with --http-token-file (or "
+                                     "VOUCHERD_HTTP_TOKEN_FILE), or listen on 127.0.0.1 or ::1",
                                      listen)};
   return out;
 }
@@ -155,6 +173,7 @@ struct request_services {
   claim_handler on_claim;
   readiness_probe probe;
   metrics& registry;
+  std::optional<bearer_token> token;  // when set, POST /v1/claims requires it
 };
 
 // Bridges a callback-style call into a coroutine: start(done) begins the
@@ -213,6 +232,7 @@ asio::awaitable<response> handle_request(request req, const request_services& se
                               boost::json::serialize(boost::json::object{{"ready", false}, {"reason", why_not}}));
     }
     case route::claims: {
+      if (services.token && !services.token->admits(req[http::field::authorization])) co_return unauthorized(req);
       claim_reply reply;
       try {
         reply = co_await async_answer<claim_reply>(
@@ -252,20 +272,48 @@ struct http_server::impl {
       : io_{io},
         acceptor_{asio::make_strand(io)},
         listen_{std::move(listen)},
-        services_{std::move(on_claim), std::move(probe), registry},
+        services_{std::move(on_claim), std::move(probe), registry, std::nullopt},
         allow_non_loopback_{allow_non_loopback} {}
+
+  using tls_stream = beast::ssl_stream<beast::tcp_stream>;
 
   static asio::awaitable<void> accept_loop(std::shared_ptr<impl> self);
   static asio::awaitable<void> run_session(std::shared_ptr<impl> self, std::shared_ptr<beast::tcp_stream> stream);
+  static asio::awaitable<void> run_tls_session(std::shared_ptr<impl> self, std::shared_ptr<tls_stream> stream);
+  // Reads requests and answers them until the client is done (true) or the
+  // connection failed or was closed (false).
+  template <typename Stream>
+  static asio::awaitable<bool> serve_requests(std::shared_ptr<impl> self, Stream& stream);
+
+  // An open connection, as stop() sees it: close() shuts its socket down on
+  // the session's strand, whatever the stream type.
+  struct open_connection {
+    std::weak_ptr<void> stream;
+    std::function<void()> close;
+  };
 
   // Registers an accepted connection so stop() can close it; false once
   // stop() ran, which closes the race of an accept that completed just
   // before the acceptor was closed.
-  bool track(const std::shared_ptr<beast::tcp_stream>& stream) {
+  template <typename Stream>
+  bool track(const std::shared_ptr<Stream>& stream) {
+    std::weak_ptr<Stream> weak = stream;
+    auto close = [weak] {
+      auto s = weak.lock();
+      if (!s) return;
+      // Closing on the session's own strand makes its pending read or write
+      // finish with an error, and the session coroutine returns.
+      asio::post(s->get_executor(), [s] {
+        auto& lowest = beast::get_lowest_layer(*s);
+        beast::error_code ec;
+        lowest.socket().shutdown(tcp::socket::shutdown_both, ec);
+        lowest.close();
+      });
+    };
     std::lock_guard lock{connections_mutex_};
     if (stopped_) return false;
-    std::erase_if(connections_, [](const auto& w) { return w.expired(); });
-    connections_.push_back(stream);
+    std::erase_if(connections_, [](const auto& c) { return c.stream.expired(); });
+    connections_.push_back({stream, std::move(close)});
     return true;
   }
 
@@ -275,10 +323,11 @@ struct http_server::impl {
   request_services services_;
   bool allow_non_loopback_;
   std::chrono::milliseconds request_timeout_ = http_server::k_request_timeout;
+  std::shared_ptr<ssl::context> tls_;  // null: plain HTTP
   std::atomic<unsigned short> port_{0};
   std::mutex connections_mutex_;
   bool stopped_ = false;
-  std::vector<std::weak_ptr<beast::tcp_stream>> connections_;
+  std::vector<open_connection> connections_;
 };
 
 asio::awaitable<void> http_server::impl::accept_loop(std::shared_ptr<impl> self) {
@@ -290,16 +339,22 @@ asio::awaitable<void> http_server::impl::accept_loop(std::shared_ptr<impl> self)
                                                                asio::redirect_error(asio::use_awaitable, ec));
     if (ec == asio::error::operation_aborted || !self->acceptor_.is_open()) co_return;
     if (ec) continue;
-    auto stream = std::make_shared<beast::tcp_stream>(std::move(socket));
-    if (!self->track(stream)) co_return;
-    asio::co_spawn(stream->get_executor(), run_session(self, stream), rethrow_failure);
+    if (self->tls_) {
+      auto stream = std::make_shared<tls_stream>(std::move(socket), *self->tls_);
+      if (!self->track(stream)) co_return;
+      asio::co_spawn(stream->get_executor(), run_tls_session(self, stream), rethrow_failure);
+    } else {
+      auto stream = std::make_shared<beast::tcp_stream>(std::move(socket));
+      if (!self->track(stream)) co_return;
+      asio::co_spawn(stream->get_executor(), run_session(self, stream), rethrow_failure);
+    }
   }
 }
 
-// One connection: read a request, answer it, repeat while keep-alive. The
-// stream is shared only so stop() can close it; the coroutine owns it.
-asio::awaitable<void> http_server::impl::run_session(std::shared_ptr<impl> self,
-                                                     std::shared_ptr<beast::tcp_stream> stream) {
+// Read a request, answer it, repeat while keep-alive.
+template <typename Stream>
+asio::awaitable<bool> http_server::impl::serve_requests(std::shared_ptr<impl> self, Stream& stream) {
+  auto& tcp_layer = beast::get_lowest_layer(stream);
   beast::flat_buffer buffer;
   for (;;) {
     http::request_parser<http::string_body> parser;
@@ -307,26 +362,49 @@ asio::awaitable<void> http_server::impl::run_session(std::shared_ptr<impl> self,
     beast::error_code ec;
     // The deadline covers waiting for the request (idle keep-alive included)
     // and reading it; the wait for a claim is the claim path's to bound.
-    stream->expires_after(self->request_timeout_);
-    co_await http::async_read(*stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
-    if (ec == http::error::end_of_stream) break;
+    tcp_layer.expires_after(self->request_timeout_);
+    co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec == http::error::end_of_stream) co_return true;
     response res;
     if (ec == http::error::body_limit)
       res = body_too_large(parser.get());
     else if (ec)
-      co_return;  // timeout, reset, garbage, closed by stop(): drop the connection
+      co_return false;  // timeout, reset, garbage, closed by stop(): drop the connection
     else
       res = co_await handle_request(parser.release(), self->services_);
 
-    if (!stream->socket().is_open()) co_return;  // closed by stop() while the claim ran
+    if (!tcp_layer.socket().is_open()) co_return false;  // closed by stop() while the claim ran
     const bool keep_alive = res.keep_alive();
-    stream->expires_after(self->request_timeout_);
-    co_await http::async_write(*stream, res, asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) co_return;
-    if (!keep_alive) break;
+    tcp_layer.expires_after(self->request_timeout_);
+    co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return false;
+    if (!keep_alive) co_return true;
   }
+}
+
+// One plain connection. The stream is shared only so stop() can close it;
+// the coroutine owns it.
+asio::awaitable<void> http_server::impl::run_session(std::shared_ptr<impl> self,
+                                                     std::shared_ptr<beast::tcp_stream> stream) {
+  if (!co_await serve_requests(self, *stream)) co_return;
   beast::error_code ignored;
   stream->socket().shutdown(tcp::socket::shutdown_send, ignored);
+}
+
+// One TLS connection: the handshake under the request deadline (a client
+// that connects and says nothing is dropped like a silent plain one), the
+// requests, then close_notify.
+asio::awaitable<void> http_server::impl::run_tls_session(std::shared_ptr<impl> self,
+                                                         std::shared_ptr<tls_stream> stream) {
+  auto& tcp_layer = beast::get_lowest_layer(*stream);
+  beast::error_code ec;
+  tcp_layer.expires_after(self->request_timeout_);
+  co_await stream->async_handshake(ssl::stream_base::server, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return;  // not TLS, a certificate the client refused, a timeout: drop it
+  if (!co_await serve_requests(self, *stream)) co_return;
+  tcp_layer.expires_after(self->request_timeout_);
+  co_await stream->async_shutdown(asio::redirect_error(asio::use_awaitable, ec));
+  tcp_layer.socket().shutdown(tcp::socket::shutdown_send, ec);
 }
 
 http_server::http_server(asio::io_context& io, const std::string& listen, claim_handler on_claim,
@@ -338,8 +416,17 @@ http_server::~http_server() { stop(); }
 
 void http_server::set_request_timeout(std::chrono::milliseconds timeout) { impl_->request_timeout_ = timeout; }
 
+void http_server::require_bearer_token(bearer_token token) { impl_->services_.token = std::move(token); }
+
+void http_server::use_tls(const tls_server_files& files) { impl_->tls_ = make_server_tls_context(files); }
+
+void check_listen_address(const std::string& listen, bool non_loopback_allowed) {
+  parse_listen(listen, non_loopback_allowed);
+}
+
 void http_server::start() {
-  const auto address = parse_listen(impl_->listen_, impl_->allow_non_loopback_);
+  const auto address =
+      parse_listen(impl_->listen_, impl_->allow_non_loopback_ || impl_->services_.token.has_value());
   const tcp::endpoint endpoint{address.host, address.port};
   auto& acceptor = impl_->acceptor_;
   beast::error_code ec;
@@ -363,22 +450,13 @@ void http_server::stop() {
     beast::error_code ec;
     self->acceptor_.close(ec);
   });
-  std::vector<std::shared_ptr<beast::tcp_stream>> open;
+  std::vector<impl::open_connection> open;
   {
     std::lock_guard lock{impl_->connections_mutex_};
     impl_->stopped_ = true;
-    for (auto& w : impl_->connections_)
-      if (auto s = w.lock()) open.push_back(std::move(s));
-    impl_->connections_.clear();
+    open.swap(impl_->connections_);
   }
-  // Closing on the session's own strand makes its pending read or write
-  // finish with an error, and the session coroutine returns.
-  for (auto& stream : open)
-    asio::post(stream->get_executor(), [stream] {
-      beast::error_code ec;
-      stream->socket().shutdown(tcp::socket::shutdown_both, ec);
-      stream->close();
-    });
+  for (auto& connection : open) connection.close();
 }
 
 unsigned short http_server::port() const { return impl_->port_; }

@@ -7,6 +7,8 @@
 //                     200 claimed/already_claimed, 409 sold_out, 422 rejected,
 //                     400 malformed, 413 body > k_max_body_bytes, 503 transient,
 //                     500 internal. The map lives in one function, http_status_for().
+//                     With a bearer token set: 401 (WWW-Authenticate: Bearer)
+//                     unless the request carries it.
 //   GET  /healthz     200 while the process serves requests.
 //   GET  /readyz      200 when the readiness probe says ready (database reachable and
 //                     migrated), else 503 with {"ready":false,"reason":...}.
@@ -20,8 +22,13 @@
 // (k_request_timeout per request, idle keep-alive included), so a slow or
 // silent client cannot hold a connection open.
 //
-// Binding: loopback only unless allow_non_loopback is true; start() throws
-// voucherd_error(usage) for a malformed address or a refused one.
+// Binding: loopback only, unless a bearer token is required (the claim
+// endpoint is then authenticated; /healthz, /readyz and /metrics stay open
+// for probes and scrapers) or allow_non_loopback is true (tests); start()
+// throws voucherd_error(usage) for a malformed address or a refused one.
+//
+// TLS: after use_tls(), every connection is TLS (1.2+) on the same port,
+// with the same keep-alive and deadlines; without it, plain HTTP.
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -31,8 +38,10 @@
 #include <boost/asio/io_context.hpp>
 
 #include "claim/claim_outcome.hpp"
-#include "common/failure.hpp"
 #include "claim/metrics.hpp"
+#include "common/failure.hpp"
+#include "common/tls_context.hpp"
+#include "http/bearer_token.hpp"
 
 namespace voucherd {
 
@@ -45,6 +54,12 @@ using readiness_probe = std::function<void(std::function<void(std::string why_no
 
 // The one map from a claim reply to an HTTP status (see the table above).
 unsigned http_status_for(const claim_reply& reply);
+
+// Checks a listen address as start() will: "HOST:PORT" with HOST an IP
+// address or localhost, and loopback unless non_loopback_allowed. Throws
+// voucherd_error(usage) naming the address; for validating flags before
+// anything starts.
+void check_listen_address(const std::string& listen, bool non_loopback_allowed);
 
 class http_server {
  public:
@@ -62,10 +77,16 @@ class http_server {
   // Per-connection deadline for reading a request (idle keep-alive included)
   // and for writing its answer; default k_request_timeout. Before start().
   void set_request_timeout(std::chrono::milliseconds timeout);
+  // POST /v1/claims then requires "Authorization: Bearer <token>", and a
+  // non-loopback address is allowed. Before start().
+  void require_bearer_token(bearer_token token);
+  // Serves TLS with these PEM files; throws voucherd_error(config) when they
+  // cannot be used (tls_context.hpp). Before start().
+  void use_tls(const tls_server_files& files);
 
   // Binds and starts accepting. Throws voucherd_error(usage) for a bad or
-  // non-loopback address (unless allowed), voucherd_error(transient) when the
-  // port cannot be bound.
+  // non-loopback address (unless allowed or a token is required),
+  // voucherd_error(transient) when the port cannot be bound.
   void start();
   // Stops accepting and closes open connections; returns at once. A claim
   // already handed to claim_handler still completes, its answer is just not

@@ -1,5 +1,6 @@
 #include "notify/notification_sink.hpp"
 
+#include "common/tls_context.hpp"
 #include "notify/log_sink.hpp"
 #include "notify/outbox_dispatcher.hpp"
 #include "notify/redis_sink.hpp"
@@ -21,7 +22,11 @@ std::unique_ptr<notification_sink> make_sink(const notify_config& config) {
   switch (config.sink) {
     case notify_sink_kind::log: return std::make_unique<log_sink>();
     case notify_sink_kind::webhook:
-      return std::make_unique<webhook_sink>(parse_http_url(config.webhook_url), config.webhook_timeout);
+    {
+      auto url = parse_http_url(config.webhook_url);
+      auto tls = url.https ? make_client_tls_context(config.webhook_ca_file) : nullptr;
+      return std::make_unique<webhook_sink>(std::move(url), config.webhook_timeout, std::move(tls));
+    }
     case notify_sink_kind::redis:
       return std::make_unique<redis_sink>(parse_redis_url(config.redis_url), config.redis_stream,
                                           config.webhook_timeout);

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "common/failure.hpp"
+#include "common/tls_context.hpp"
 #include "notify/outbox_dispatcher.hpp"
 #include "notify/redis_sink.hpp"
 #include "notify/webhook_sink.hpp"
@@ -22,7 +23,7 @@ notify_config parse_notify_option(const std::string& notify, const std::string& 
     config.sink = notify_sink_kind::webhook;
     config.webhook_url = notify.substr(k_webhook.size());
     if (config.webhook_url.empty())
-      throw voucherd_error{failure_kind::usage, "--notify webhook: needs a URL, e.g. webhook:http://127.0.0.1:9000/hook"};
+      throw voucherd_error{failure_kind::usage, "--notify webhook: needs a URL, e.g. webhook:https://hooks.example.com/voucher"};
   } else if (notify == "redis") {
     config.sink = notify_sink_kind::redis;
     config.redis_url = redis_url.empty() ? k_default_redis_url : redis_url;
@@ -36,7 +37,9 @@ notify_config parse_notify_option(const std::string& notify, const std::string& 
 
 void notify_config::validate() const {
   auto fail = [](std::string message) { throw voucherd_error{failure_kind::usage, std::move(message)}; };
-  if (sink == notify_sink_kind::webhook) parse_http_url(webhook_url);
+  // An https webhook's trust is loaded now, so that an unreadable CA file
+  // stops the start rather than failing every delivery.
+  if (sink == notify_sink_kind::webhook && parse_http_url(webhook_url).https) make_client_tls_context(webhook_ca_file);
   if (sink == notify_sink_kind::redis) {
     parse_redis_url(redis_url);
     if (redis_stream.empty()) fail("notify: the redis stream name must not be empty");

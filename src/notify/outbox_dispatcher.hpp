@@ -67,7 +67,10 @@ struct notify_config {
   //   {"level":"info","time":...,"message":"notification","idempotency_key":...,
   //    "user_id":...,"code":...,"campaign":...,"voucher_id":...}
   // (stderr, because stdout carries the outcome lines of `worker --source stdin`).
-  std::string webhook_url;  // webhook: http://HOST[:PORT][/PATH] (plain HTTP/1.1)
+  std::string webhook_url;  // webhook: http[s]://HOST[:PORT][/PATH] (HTTP/1.1)
+  // https webhooks: PEM certificates trusted besides the system store (a
+  // private CA); empty = the system store alone.
+  std::string webhook_ca_file;
   std::string redis_url;    // redis: redis://HOST[:PORT]
   std::string redis_stream = k_default_notify_stream;
 

@@ -36,8 +36,13 @@ void http_surface::start() {
     source_->submit(std::move(body), std::move(done));
   };
   server_ = std::make_unique<http_server>(io_, config_.http_listen, submit, probe, registry_);
+  if (!config_.http_token.empty()) server_->require_bearer_token(bearer_token{config_.http_token, config_.http_token_source});
+  const bool tls = !config_.http_tls.cert_file.empty();
+  if (tls) server_->use_tls(config_.http_tls);
   server_->start();
-  log_json(log_level::info, "http listening", {{"listen", config_.http_listen}, {"port", server_->port()}});
+  log_json(log_level::info, "http listening",
+           {{"listen", config_.http_listen}, {"port", server_->port()}, {"tls", tls},
+            {"auth", config_.http_token.empty() ? "none" : "bearer"}});
 }
 
 void http_surface::stop() {

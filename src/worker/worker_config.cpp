@@ -7,6 +7,9 @@
 
 #include "claim/claim_request.hpp"
 #include "common/failure.hpp"
+#include "http/bearer_token.hpp"
+#include "http/http_server.hpp"
+#include "notify/outbox_dispatcher.hpp"
 
 namespace voucherd {
 
@@ -41,6 +44,25 @@ void worker_config::validate() const {
     if (redis.group.empty()) fail("--group must not be empty");
     if (redis.claim_idle.count() < 1) fail("--claim-idle-ms must be at least 1");
   }
+  const bool tls = !http_tls.cert_file.empty() || !http_tls.key_file.empty();
+  if (http_listen.empty()) {
+    if (!http_token.empty()) fail(fmt::format("{}: a bearer token needs --http", http_token_source));
+    if (tls) fail("--http-tls-cert/--http-tls-key need --http");
+  } else {
+    check_listen_address(http_listen, !http_token.empty());
+    if (!http_token.empty()) bearer_token{http_token, http_token_source};
+    if (http_tls.cert_file.empty() != http_tls.key_file.empty())
+      fail("--http-tls-cert and --http-tls-key go together: give both, or neither for plain HTTP");
+    if (tls) make_server_tls_context(http_tls);
+  }
+  if (!notify.empty()) notify_settings();
+}
+
+notify_config worker_config::notify_settings() const {
+  auto settings = parse_notify_option(notify, notify_redis_url);
+  settings.webhook_ca_file = webhook_ca_file;
+  settings.validate();
+  return settings;
 }
 
 int worker_config::claimer_threads() const {

@@ -6,10 +6,13 @@
 #include <cstddef>
 #include <string>
 
+#include "common/tls_context.hpp"
 #include "db/connection_settings.hpp"
 #include "source/redis_source_config.hpp"
 
 namespace voucherd {
+
+struct notify_config;
 
 enum class source_kind { stdin_lines, pg, redis };
 
@@ -44,14 +47,26 @@ struct worker_config {
   // claimer. Every other source runs on one thread.
   int threads = 0;
   std::size_t batch = k_default_batch;      // messages per transaction
-  std::string http_listen;   // "127.0.0.1:PORT"; empty = no HTTP
+  std::string http_listen;   // "ADDR:PORT"; empty = no HTTP
+  // The bearer token POST /v1/claims requires (the secret itself, read by
+  // the command line from --http-token-file or the environment); empty =
+  // none, which only a loopback address allows. Never logged.
+  std::string http_token;
+  std::string http_token_source;  // where it came from, for messages: "--http-token-file PATH"
+  tls_server_files http_tls;      // --http-tls-cert/--http-tls-key; both empty = plain HTTP
   std::string notify;        // "log" | "webhook:URL" | "redis"; empty = no dispatcher
+  std::string webhook_ca_file;  // https webhooks: a private CA besides the system store
   std::string notify_redis_url = redis_source_config::k_default_url;
   redis_source_config redis;
   std::chrono::milliseconds shutdown_grace = k_default_shutdown_grace;
 
-  // Throws voucherd_error(usage) naming the option and the allowed values.
+  // Throws voucherd_error(usage) naming the option and the allowed values,
+  // or voucherd_error(config) for a file it names that cannot be used (the
+  // HTTP certificate or key, the webhook CA) or an unusable token. Everything
+  // the worker will need is checked here, before it starts anything.
   void validate() const;
+  // The dispatcher's settings for --notify (validated).
+  notify_config notify_settings() const;
   // The number of claimer threads this configuration runs: `threads`, or the
   // default it stands for.
   int claimer_threads() const;

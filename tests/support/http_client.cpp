@@ -19,7 +19,7 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 
 http_reply http_call(unsigned short port, http::verb verb, const std::string& target, const std::string& body,
-                     std::chrono::seconds deadline) {
+                     std::chrono::seconds deadline, const http_headers& headers) {
   try {
     asio::io_context io;
     beast::tcp_stream stream{io};
@@ -32,15 +32,17 @@ http_reply http_call(unsigned short port, http::verb verb, const std::string& ta
     http::request<http::string_body> req{verb, target, 11};
     req.set(http::field::host, "127.0.0.1");
     if (verb == http::verb::post) req.set(http::field::content_type, "application/json");
+    for (const auto& [name, value] : headers) req.set(name, value);
     req.body() = body;
     req.prepare_payload();
     http::write(stream, req);
     beast::flat_buffer buffer;
     http::response<http::string_body> res;
     http::read(stream, buffer, res);
-    return {res.result_int(), res.body(), std::string{res[http::field::content_type]}, {}};
+    return {res.result_int(), res.body(), std::string{res[http::field::content_type]},
+            std::string{res[http::field::www_authenticate]}, {}};
   } catch (const std::exception& e) {
-    return {0, {}, {}, e.what()};
+    return {0, {}, {}, {}, e.what()};
   }
 }
 

@@ -6,6 +6,8 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <boost/beast/http/verb.hpp>
 
@@ -15,6 +17,7 @@ struct http_reply {
   unsigned status = 0;       // 0: no answer; `error` says why
   std::string body;
   std::string content_type;
+  std::string www_authenticate;  // the WWW-Authenticate header of a 401
   std::string error;         // the client's own failure (refused, reset, deadline)
 };
 
@@ -22,9 +25,13 @@ struct http_reply {
 // any claim's own bounds, so it only ends a test that would hang.
 inline constexpr std::chrono::seconds k_http_deadline{90};
 
+// Extra request headers, e.g. {{"Authorization", "Bearer ..."}}.
+using http_headers = std::vector<std::pair<std::string, std::string>>;
+
 // One request; never throws (a failure is a reply with status 0).
 http_reply http_call(unsigned short port, boost::beast::http::verb verb, const std::string& target,
-                     const std::string& body = {}, std::chrono::seconds deadline = k_http_deadline);
+                     const std::string& body = {}, std::chrono::seconds deadline = k_http_deadline,
+                     const http_headers& headers = {});
 
 // POST /v1/claims with one message as the body.
 inline http_reply post_claim(unsigned short port, const std::string& message) {
