@@ -2,6 +2,8 @@
 --   $1 = campaign name   $2 = user id   $3 = message id ('' when none)
 --   $4 = whether a sold_out answer is final (boolean): only a final one is
 --        recorded in message_outcome (see claim_wait_free.sql)
+--   $5 = where the message id lives (message_outcome.source, e.g. 'http',
+--        'redis:<stream>'); unused when $3 is ''
 -- The claim is the atomic UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP
 -- LOCKED): concurrent claimers skip each other's locked rows instead of
 -- waiting, and Postgres alone serialises ownership. A user who already owns a
@@ -11,16 +13,37 @@
 -- skips free vouchers whose holder may yet roll back, so a sold_out from here
 -- is only a suspicion until claim_wait_free has waited for those holders. The notification
 -- is written to the outbox by the same statement, so it commits with the claim.
+-- A message id is used once per source (I4, migration 0006). The first
+-- message with it records its outcome under (source, id). A repeat for the
+-- same user and campaign is a redelivery: answered as any (already_claimed,
+-- the same code), not recorded again. A repeat for another user or campaign
+-- claims nothing: it answers 'reused' with the reason and is dead-lettered
+-- under the same (source, id), once however often it is delivered; the first
+-- message keeps the outcome.
+-- Two first uses of one id racing: message_outcome_pkey fails the later
+-- one's transaction once the first committed, and the caller retries it,
+-- which then sees the first (common/failure.hpp, retry_at_once).
 -- Returns no row for an unknown campaign, else one row:
---   status ('claimed' | 'already_claimed' | 'sold_out' | 'inactive'),
---   voucher_id, code, campaign_id, free_from (for advance_free_mark).
+--   status ('claimed' | 'already_claimed' | 'sold_out' | 'inactive' | 'reused'),
+--   voucher_id, code, campaign_id, free_from (for advance_free_mark),
+--   reason (for 'reused' only).
 WITH camp AS MATERIALIZED (
     SELECT id, free_from, active FROM campaign_state WHERE name = $1  -- migration 0005
+), prior AS MATERIALIZED (
+    SELECT m.campaign, m.user_id
+      FROM message_outcome m
+     WHERE m.source = $5 AND m.message_id = $3 AND $3 <> ''
+), reused AS MATERIALIZED (
+    SELECT format('message id %s of source %s was already used for user %s in campaign %s',
+                  $3, $5, coalesce(p.user_id, '(none)'), p.campaign) AS reason
+      FROM prior p
+     WHERE p.campaign <> $1 OR p.user_id IS DISTINCT FROM $2
 ), owned AS MATERIALIZED (
     SELECT v.id, v.code
       FROM voucher_item v
      WHERE v.campaign_id = (SELECT id FROM camp)
        AND v.user_id = $2
+       AND NOT EXISTS (SELECT 1 FROM reused)
 ), claimed AS (
     UPDATE voucher_item
        SET user_id = $2, claimed_at = now()
@@ -30,6 +53,7 @@ WITH camp AS MATERIALIZED (
                     AND v.id >= (SELECT free_from FROM camp)
                     AND v.user_id IS NULL
                     AND NOT EXISTS (SELECT 1 FROM owned)
+                    AND NOT EXISTS (SELECT 1 FROM reused)
                   ORDER BY v.id
                   LIMIT 1
                   FOR UPDATE SKIP LOCKED)
@@ -39,19 +63,38 @@ WITH camp AS MATERIALIZED (
     SELECT notification_key(claimed.id, $2), claimed.campaign_id, claimed.id, $2, claimed.code
       FROM claimed
 ), result AS (
-    SELECT claim_status(c.id IS NOT NULL, o.id IS NOT NULL, camp.active) AS status,
+    SELECT CASE WHEN r.reason IS NOT NULL THEN 'reused'
+                ELSE claim_status(c.id IS NOT NULL, o.id IS NOT NULL, camp.active) END AS status,
            coalesce(c.id, o.id) AS voucher_id,
            coalesce(c.code, o.code) AS code,
            camp.id AS campaign_id,
-           camp.free_from
+           camp.free_from,
+           r.reason
       FROM camp
       LEFT JOIN owned o ON true
       LEFT JOIN claimed c ON true
+      LEFT JOIN reused r ON true
 ), recorded AS (
-    INSERT INTO message_outcome (message_id, campaign, user_id, status, voucher_id)
-    SELECT $3, $1, $2, result.status, result.voucher_id
+    -- No ON CONFLICT: a conflict here is a racing first use (see above).
+    INSERT INTO message_outcome (source, message_id, campaign, user_id, status, voucher_id)
+    SELECT $5, $3, $1, $2, result.status, result.voucher_id
       FROM result
-     WHERE $3 <> '' AND result.status <> 'inactive' AND (result.status <> 'sold_out' OR $4::boolean)
-    ON CONFLICT (message_id) DO NOTHING
+     WHERE $3 <> '' AND NOT EXISTS (SELECT 1 FROM prior)
+       AND result.status NOT IN ('inactive', 'reused') AND (result.status <> 'sold_out' OR $4::boolean)
+), rejected AS (
+    -- The dead letter's body: the message as the claim saw it. Also what
+    -- tells a redelivery of this message (no second dead letter) from
+    -- another message reusing the id.
+    SELECT result.reason,
+           convert_to(json_build_object('user_id', $2::text, 'campaign', $1::text,
+                                        'message_id', $3::text)::text, 'UTF8') AS body
+      FROM result
+     WHERE result.status = 'reused'
+), dead AS (
+    INSERT INTO dead_letter (source, message_id, body, reason)
+    SELECT $5, $3, r.body, r.reason
+      FROM rejected r
+     WHERE NOT EXISTS (SELECT 1 FROM dead_letter d
+                        WHERE d.source = $5 AND d.message_id = $3 AND d.body = r.body)
 )
-SELECT status, voucher_id, code, campaign_id, free_from FROM result;
+SELECT status, voucher_id, code, campaign_id, free_from, reason FROM result;

@@ -108,12 +108,15 @@ TEST_CASE("what is retried at once, what blames the message, what is a timeout")
   CHECK_MESSAGE(retry_at_once("40P01", ""), "a deadlock is retried at once");
   CHECK_MESSAGE(retry_at_once("23505", k_owner_constraint),
                 "a racing duplicate of the same user is retried at once (it then answers already_claimed)");
+  CHECK_MESSAGE(retry_at_once("23505", k_outcome_constraint),
+                "a racing first use of the same message id is retried at once (it then sees the first)");
   CHECK_MESSAGE(!retry_at_once("23505", "voucher_item_code_key"), "another unique violation is not");
   CHECK_MESSAGE(!retry_at_once("08006", ""), "a lost connection waits for a backoff first");
 
   CHECK_MESSAGE(refuses_message("P0001", ""), "a trigger's exception is about the message (poison)");
   CHECK_MESSAGE(refuses_message("22P02", ""), "bad data is about the message");
   CHECK_MESSAGE(!refuses_message("23505", k_owner_constraint), "a racing duplicate is not poison");
+  CHECK_MESSAGE(!refuses_message("23505", k_outcome_constraint), "nor is a racing first use of a message id");
   CHECK_MESSAGE(!refuses_message("25006", ""), "a read-only database fails every message alike");
   CHECK_MESSAGE(!refuses_message("08006", ""), "a lost connection is not the message's fault");
 

@@ -63,6 +63,7 @@ class claim_service {
     request.campaign = "signup";
     if (auto* c = message.if_contains("campaign"); c && c->is_string()) request.campaign = c->as_string().c_str();
     if (auto* m = message.if_contains("message_id"); m && m->is_string()) request.message_id = m->as_string().c_str();
+    request.source = "http";
     if (auto* u = message.if_contains("user_id")) {
       if (u->is_string()) request.user_id = u->as_string().c_str();
       else if (u->is_int64()) request.user_id = std::to_string(u->as_int64());

@@ -22,7 +22,7 @@ struct parsed {
 };
 
 parsed parse(std::string_view body, bool oversized = false, const std::string& default_campaign = k_default) {
-  auto result = parse_message(body, oversized, default_campaign);
+  auto result = parse_message(body, oversized, default_campaign, "stdin");
   if (auto* r = std::get_if<claim_request>(&result)) return {*r, std::nullopt};
   return {std::nullopt, std::get<claim_outcome>(result)};
 }
@@ -55,6 +55,25 @@ TEST_CASE("a message is a JSON object with a user id; campaign and message id ar
   const auto bare = parse(R"({"user_id":"u-1"})");
   REQUIRE_MESSAGE(bare.request.has_value(), "a user id alone is a message");
   CHECK_MESSAGE(bare.request->message_id.empty(), "no message id: empty, got '" << bare.request->message_id << "'");
+}
+
+TEST_CASE("a message id lives in its transport's source, or in the namespace its message_source names") {
+  const auto plain = parse(R"({"user_id":"u-1","message_id":"m-1"})");
+  REQUIRE(plain.request.has_value());
+  CHECK_MESSAGE(plain.request->source == "stdin", "the transport alone: " << plain.request->source);
+  const auto named = parse(R"({"user_id":"u-1","message_id":"m-1","message_source":"shop-a.eu_1"})");
+  REQUIRE_MESSAGE(named.request.has_value(), (named.rejected ? named.rejected->reason : ""));
+  CHECK_MESSAGE(named.request->source == "stdin:shop-a.eu_1", "the client's namespace: " << named.request->source);
+  for (const char* bad : {R"("a b")", R"("-a")", R"("a:b")", R"(7)"}) {
+    const auto body = fmt::format(R"({{"user_id":"u","message_id":"m","message_source":{}}})", bad);
+    const auto p = parse(body);
+    REQUIRE_MESSAGE(p.rejected.has_value(), body << " is rejected");
+    CHECK_MESSAGE(contains(p.rejected->reason, "message_source"), body << ": " << p.rejected->reason);
+    CHECK_MESSAGE(!is_malformed(*p.rejected), "a message with a bad field, not malformed (HTTP 422): " << body);
+  }
+  CHECK_MESSAGE(contains(reason_of(fmt::format(R"({{"user_id":"u","message_source":"{}"}})", std::string(65, 'a'))),
+                         "longer than 64"),
+                "65 characters are too many");
 }
 
 TEST_CASE("a JSON integer user id is taken as its decimal text") {

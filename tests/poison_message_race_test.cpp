@@ -154,8 +154,10 @@ void poison_on_queue(const std::string& kind, int batch) {
                 "its reason carries the database's message '" << k_refusal << "', got '" << poison_reason << "'");
 
   const auto dead = q.db().count("SELECT count(*) FROM dead_letter");
+  // Dead letters name the source of their message id (migration 0006).
+  const std::string source = kind == "redis" ? fmt::format("redis:{}", queue_under_test::k_stream) : kind;
   const auto dead_poison = q.db().count(fmt::format(
-      "SELECT count(*) FROM dead_letter WHERE source = '{}' AND reason LIKE '%{}%'", kind, k_refusal));
+      "SELECT count(*) FROM dead_letter WHERE source = '{}' AND reason LIKE '%{}%'", source, k_refusal));
   std::string dead_reasons;
   {
     auto conn = q.db().connect();
@@ -163,7 +165,7 @@ void poison_on_queue(const std::string& kind, int batch) {
     for (const auto& r : tx.exec("SELECT source || ': ' || reason FROM dead_letter ORDER BY id LIMIT 5"))
       dead_reasons += std::string{"\n  "} + r[0].c_str();
   }
-  CHECK_MESSAGE(dead_poison == 1, "the poison has one dead_letter row (source '" << kind << "') with the reason;"
+  CHECK_MESSAGE(dead_poison == 1, "the poison has one dead_letter row (source '" << source << "') with the reason;"
                                       << " dead_letter holds " << dead << " rows:" << dead_reasons);
   CHECK_MESSAGE(dead == 1, "nothing but the poison is dead-lettered: " << dead << " rows:" << dead_reasons);
 

@@ -21,7 +21,9 @@ std::string join_lines(std::span<const claim_request> requests, std::span<const 
   std::string out;
   for (std::size_t k = 0; k < members.size(); ++k) {
     if (k) out += '\n';
-    out += requests[members[k]].*field;
+    const auto& r = requests[members[k]];
+    // A source is checked (no control characters) only with a message id.
+    if (field != &claim_request::source || !r.message_id.empty()) out += r.*field;
   }
   return out;
 }
@@ -29,12 +31,19 @@ std::string join_lines(std::span<const claim_request> requests, std::span<const 
 }  // namespace
 
 claim_outcome outcome_from_row(const claim_request& r, std::string_view status,
-                               std::optional<std::int64_t> voucher_id, std::string_view code) {
+                               std::optional<std::int64_t> voucher_id, std::string_view code,
+                               std::string_view reason) {
   claim_outcome o;
   o.campaign = r.campaign;
   o.user_id = r.user_id;
   o.message_id = r.message_id;
-  if (status == "inactive") {
+  if (status == "reused") {
+    // The message id is another user's or campaign's; the statement
+    // dead-lettered this message (migration 0006).
+    o.status = claim_status::rejected;
+    o.reason = std::string{reason};
+    o.dead_lettered = true;
+  } else if (status == "inactive") {
     o.status = claim_status::rejected;
     o.reason = k_inactive_campaign;
   } else if (status == "sold_out") {
@@ -115,16 +124,18 @@ asio::awaitable<void> claim_core::claim_pass(pg_connection& conn, std::span<cons
     }
   };
   auto read = [&](const pg_rows& rows, int row, std::size_t i) {
-    const int status = rows.column("status"), voucher = rows.column("voucher_id"), code = rows.column("code");
+    const int status = rows.column("status"), voucher = rows.column("voucher_id"), code = rows.column("code"),
+              reason = rows.column("reason");
     out[i] = outcome_from_row(requests[i], rows.text(row, status), rows.opt_int64(row, voucher),
-                              rows.is_null(row, code) ? "" : rows.text(row, code));
+                              rows.is_null(row, code) ? "" : rows.text(row, code),
+                              rows.is_null(row, reason) ? "" : rows.text(row, reason));
     note(rows, row, i);
   };
   if (!batched || members.size() == 1) {
     for (auto i : members) {
       const auto& r = requests[i];
       // Named, not a braced temporary inside co_await: GCC 12 destroys those twice.
-      std::vector<pg_param> params{r.campaign, r.user_id, r.message_id, final_text};
+      std::vector<pg_param> params{r.campaign, r.user_id, r.message_id, final_text, r.source};
       auto rows = co_await conn.exec(sql::claim_one, std::move(params));
       if (rows.empty()) out[i] = unknown_campaign_outcome(r);
       else read(rows, 0, i);
@@ -136,7 +147,8 @@ asio::awaitable<void> claim_core::claim_pass(pg_connection& conn, std::span<cons
     const auto chunk = all.subspan(start, std::min(k_max_statement_batch, all.size() - start));
     const auto& campaign = requests[chunk.front()].campaign;
     std::vector<pg_param> params{campaign, join_lines(requests, chunk, &claim_request::user_id),
-                                 join_lines(requests, chunk, &claim_request::message_id), final_text};
+                                 join_lines(requests, chunk, &claim_request::message_id), final_text,
+                                 join_lines(requests, chunk, &claim_request::source)};
     auto rows = co_await conn.exec(sql::claim_batch, std::move(params));
     if (rows.empty()) {
       for (auto i : chunk) out[i] = unknown_campaign_outcome(requests[i]);

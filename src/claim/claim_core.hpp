@@ -17,6 +17,11 @@
 //    sold_out) and claims again in the same round trip; only that second
 //    answer is final and recorded. The common case pays nothing: the extra
 //    statement runs only when SKIP LOCKED found nothing;
+//  - a message id is used once per source (claim_request::source): its first
+//    message's outcome is recorded; a repeat for the same user and campaign
+//    is a redelivery; a repeat for another user or campaign claims nothing,
+//    is answered rejected with the reason, and is dead-lettered by the
+//    statement itself (claim_outcome::dead_lettered);
 //  - the free mark (campaign.free_from) moves up after the transaction
 //    committed, when free_mark_policy says so.
 // What it leaves to the caller: the transaction (claim() runs inside one the
@@ -76,9 +81,10 @@ class free_mark_policy {
 };
 
 // The pure part of a claim: how one result row of claim_one/claim_batch (its
-// status text, voucher_id and code) becomes an outcome.
+// status text, voucher_id, code, and reason for 'reused') becomes an outcome.
 claim_outcome outcome_from_row(const claim_request& request, std::string_view status,
-                               std::optional<std::int64_t> voucher_id, std::string_view code);
+                               std::optional<std::int64_t> voucher_id, std::string_view code,
+                               std::string_view reason = {});
 // The outcome when the statement returned no row: the campaign does not exist.
 claim_outcome unknown_campaign_outcome(const claim_request& request);
 

@@ -24,6 +24,9 @@ struct claim_outcome {
   std::string code;
   std::string reason;      // sold_out and rejected only
   std::string message_id;  // echoed when the message carried one
+  // The claim statement wrote the dead letter itself (a message id reused
+  // for another user or campaign): the source must not write another.
+  bool dead_lettered = false;
 
   bool owns_voucher() const {
     return status == claim_status::claimed || status == claim_status::already_claimed;

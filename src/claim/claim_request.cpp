@@ -68,6 +68,25 @@ std::optional<std::string> message_id_problem(std::string_view message_id) {
   return text_id_problem("message id", message_id, k_max_message_id_chars);
 }
 
+std::optional<std::string> message_source_problem(std::string_view ns) {
+  if (ns.empty()) return std::nullopt;
+  if (ns.size() > k_max_message_source_chars)
+    return fmt::format("message_source is longer than {} characters", k_max_message_source_chars);
+  auto letter_or_digit = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+  };
+  if (!letter_or_digit(ns.front())) return "message_source must start with a letter or digit";
+  for (char c : ns)
+    if (!letter_or_digit(c) && c != '.' && c != '_' && c != '-')
+      return "message_source may only contain A-Z, a-z, 0-9, '.', '_' and '-'";
+  return std::nullopt;
+}
+
+std::string outcome_source(std::string_view transport, std::string_view message_source) {
+  if (message_source.empty()) return std::string{transport};
+  return fmt::format("{}:{}", transport, message_source);
+}
+
 std::optional<std::string> campaign_name_problem(std::string_view name) {
   if (name.empty()) return "campaign name is empty";
   if (name.size() > k_max_campaign_name_chars)
@@ -107,7 +126,9 @@ std::string printable_excerpt(std::string_view text) {
 std::optional<std::string> request_problem(const claim_request& request) {
   if (auto p = campaign_name_problem(request.campaign)) return p;
   if (auto p = user_id_problem(request.user_id)) return p;
-  return message_id_problem(request.message_id);
+  if (auto p = message_id_problem(request.message_id)) return p;
+  if (request.message_id.empty()) return std::nullopt;
+  return text_id_problem("message source", request.source, k_max_source_chars);
 }
 
 }  // namespace voucherd

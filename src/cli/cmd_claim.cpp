@@ -18,6 +18,7 @@ int run_claim(const args& a) {
   std::string strategy{k_default_strategy}, redis_nodes;
   long release_delay_ms = 5, lock_ttl_ms = 1000;
   claim_request request;
+  std::string message_source;
   po::options_description desc{
       "voucherd claim: give one user one voucher and print the outcome.\n"
       "Exit: 0 claimed/already_claimed (ack), 3 sold_out (ack), 64 usage, 65 rejected (dead-letter), "
@@ -26,7 +27,12 @@ int run_claim(const args& a) {
   desc.add_options()
       ("campaign", po::value(&request.campaign)->required(), "campaign name")
       ("user", po::value(&request.user_id)->required(), "user id (1..128 printable characters)")
-      ("message-id", po::value(&request.message_id), "queue message id; its outcome is recorded once")
+      ("message-id", po::value(&request.message_id),
+       "the message's id: its outcome is recorded once, under source cli[:NAME]; the same id again for "
+       "another user or campaign is rejected (65)")
+      ("message-source", po::value(&message_source),
+       "NAME: a namespace for --message-id (e.g. the queue an adapter reads), so that the ids of two "
+       "adapters never collide (A-Z a-z 0-9 . _ -, up to 64)")
       ("strategy", po::value(&strategy)->default_value(strategy),
        "skip-locked (default) | naive | redlock | redlock-delay | redlock-global; "
        "all but skip-locked exist only for comparison (SPEC section 7)")
@@ -35,8 +41,12 @@ int run_claim(const args& a) {
        "redlock-delay: keep the lock this long after the write")
       ("lock-ttl-ms", po::value(&lock_ttl_ms)->default_value(lock_ttl_ms), "Redlock TTL");
   po::variables_map vm;
-  if (!parse(a, "voucherd claim --campaign NAME --user ID [--message-id M] [--strategy S]", desc, {}, vm))
+  if (!parse(a, "voucherd claim --campaign NAME --user ID [--message-id M [--message-source NAME]] [--strategy S]",
+             desc, {}, vm))
     return k_exit_ok;
+  if (auto problem = message_source_problem(message_source))
+    throw voucherd_error{failure_kind::usage, "--message-source: " + *problem};
+  request.source = outcome_source("cli", message_source);
   if (release_delay_ms < 0 || lock_ttl_ms < 1)
     throw voucherd_error{failure_kind::usage, "--release-delay-ms must be >= 0 and --lock-ttl-ms >= 1"};
   strategy_options options;

@@ -66,7 +66,8 @@ std::string config_hint(const std::string& sqlstate, const std::string& message)
 }
 
 bool retry_at_once(const std::string& sqlstate, const std::string& constraint) {
-  return sqlstate == "40001" || sqlstate == "40P01" || (sqlstate == "23505" && constraint == k_owner_constraint);
+  return sqlstate == "40001" || sqlstate == "40P01" ||
+         (sqlstate == "23505" && (constraint == k_owner_constraint || constraint == k_outcome_constraint));
 }
 
 bool refuses_message(const std::string& sqlstate, const std::string& constraint) {

@@ -64,10 +64,12 @@ std::string config_hint(const std::string& sqlstate, const std::string& message)
 // The one retry rule of the claim path: whether running the failed
 // transaction again at once (no backoff) is expected to succeed. True for a
 // serialization failure (40001), a deadlock (40P01), and a unique violation
-// on voucher_item_owner_key (23505): a concurrent delivery for the same user
+// (23505) on voucher_item_owner_key: a concurrent delivery for the same user
 // committed first (the unique check waited for it), so the next attempt
-// answers already_claimed with its code. Other transient failures are
-// retried after a backoff; the rest are not retried.
+// answers already_claimed with its code; or on message_outcome_pkey: a
+// concurrent first use of the same message id committed first, so the next
+// attempt sees it (a redelivery, or a reused id rejected). Other transient
+// failures are retried after a backoff; the rest are not retried.
 bool retry_at_once(const std::string& sqlstate, const std::string& constraint);
 
 // Whether a database error is about the message rather than the database:
@@ -83,5 +85,7 @@ bool is_timeout(const std::string& sqlstate);
 
 // The name of the index that makes a second claim of the same user fail.
 inline constexpr const char* k_owner_constraint = "voucher_item_owner_key";
+// The key that makes a second first use of a (source, message id) fail.
+inline constexpr const char* k_outcome_constraint = "message_outcome_pkey";
 
 }  // namespace voucherd

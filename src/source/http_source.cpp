@@ -5,7 +5,7 @@ namespace voucherd {
 void http_source::start(asio::io_context& io) { buffer_ = std::make_unique<message_buffer>(io); }
 
 void http_source::submit(std::string body, std::function<void(claim_reply)> done) {
-  auto parsed = parse_message(body, body.size() > k_max_message_bytes, default_campaign_);
+  auto parsed = parse_message(body, body.size() > k_max_message_bytes, default_campaign_, name());
   if (auto* rejected = std::get_if<claim_outcome>(&parsed)) {
     claim_reply reply;
     if (is_malformed(*rejected)) {

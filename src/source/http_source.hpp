@@ -8,6 +8,9 @@
 // answered as a transient failure (503) rather than retried: the HTTP client
 // retries. A claim that failed because a concurrent duplicate of the same
 // user committed first is claimed again and answered already_claimed.
+// A message's id is the client's (source "http", or "http:<message_source>"
+// when the message names its client's namespace): the same id again for
+// another user or campaign is answered rejected (422) and dead-lettered.
 #include <cstdint>
 #include <functional>
 #include <memory>

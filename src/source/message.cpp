@@ -19,7 +19,8 @@ std::optional<std::string> text_or_integer(const boost::json::value& v) {
 }  // namespace
 
 std::variant<claim_request, claim_outcome> parse_message(std::string_view body, bool oversized,
-                                                         const std::string& default_campaign) {
+                                                         const std::string& default_campaign,
+                                                         std::string_view transport) {
   auto reject = [&](std::string reason, std::string campaign = {}, std::string user = {}) {
     return rejected_outcome(std::move(campaign), std::move(user), std::move(reason));
   };
@@ -42,6 +43,14 @@ std::variant<claim_request, claim_outcome> parse_message(std::string_view body, 
     if (!id) return reject("message_id must be a string or an integer", r.campaign);
     r.message_id = std::move(*id);
   }
+  std::string message_source;
+  if (const auto* n = obj.if_contains("message_source"); n && !n->is_null()) {
+    if (!n->is_string()) return reject("message_source must be a string", r.campaign);
+    message_source = std::string{n->get_string()};
+    if (auto problem = message_source_problem(message_source))
+      return rejected_outcome(r.campaign, {}, *problem, r.message_id);
+  }
+  r.source = outcome_source(transport, message_source);
   const auto* u = obj.if_contains("user_id");
   if (!u || u->is_null()) return reject("message has no user_id", r.campaign, {});
   auto user = text_or_integer(*u);

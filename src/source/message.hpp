@@ -3,9 +3,14 @@
 // that turns its bytes into a claim request (or the reason it is rejected).
 //
 // Wire format (one JSON object; only user_id is required):
-//   {"user_id": "42" | 42, "campaign": "signup", "message_id": "m-1"}
-// A JSON integer user_id is taken as its decimal text. The checks of
-// claim_request.hpp apply; nothing here touches the database (I5).
+//   {"user_id": "42" | 42, "campaign": "signup", "message_id": "m-1",
+//    "message_source": "shop-a"}
+// A JSON integer user_id (or message_id) is taken as its decimal text.
+// message_source is a namespace the client picks for its message ids: the
+// outcome is recorded under the source "<transport>:<message_source>"
+// (claim_request::source; a queue keys by its own ids instead, see
+// message_source::key_outcome). The checks of claim_request.hpp apply;
+// nothing here touches the database (I5).
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -42,9 +47,12 @@ struct delivery {
 // fields. HTTP answers the first 400 and the second 422.
 bool is_malformed(const claim_outcome& rejected);
 
-// Parses a message. Returns the request, or the rejected outcome saying why.
+// Parses a message that arrived through `transport` ("stdin", "http", ...:
+// the first part of its source). Returns the request, or the rejected
+// outcome saying why.
 std::variant<claim_request, claim_outcome> parse_message(std::string_view body, bool oversized,
-                                                         const std::string& default_campaign);
+                                                         const std::string& default_campaign,
+                                                         std::string_view transport);
 
 // The body as a bytea hex literal ("\x..."), cut to k_dead_letter_body_bytes.
 std::string bytea_hex(std::string_view body);

@@ -23,7 +23,7 @@
 // alone, each try counted by note_attempt() before it runs (where the count
 // survives a crash), and once its tries reach --max-deliveries it is recorded
 // as rejected with the database's last error (record(), committed(), as for
-// any rejected message) instead of being tried again. Because claims are idempotent per user (and per message id)
+// any rejected message) instead of being tried again. Because claims are idempotent per user (and per source and message id)
 // a delivery that is taken twice still has one effect. The window between
 // commit and acknowledgement is the one place a message can be delivered
 // again after its effect happened; the claim statement answers such a
@@ -82,11 +82,13 @@ class message_source {
     co_return batch;
   }
 
-  // The message id a claim records its outcome under (message_outcome):
-  // the message's own id by default; the redis source uses the stream id.
-  virtual std::string claim_message_id(const delivery&, const claim_request& request) const {
-    return request.message_id;
-  }
+  // Sets the key a claim records the outcome under (message_outcome.source
+  // and message_id, see claim_request::source). By default, the id the
+  // message carries, in the source its client named ("<name()>[:<its
+  // message_source>]", as parse_message set it). A queue keys by its own
+  // ids instead: the redis source by stream and entry id; the pg queue
+  // records the outcome on the queue row itself, keyed by its id.
+  virtual void key_outcome(const delivery&, claim_request&) const {}
 
   // A claimer cannot reach the database (it keeps trying). A push source
   // answers what waits in memory as a transient failure rather than keep its

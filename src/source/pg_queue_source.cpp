@@ -111,7 +111,7 @@ asio::awaitable<void> pg_queue_source::record(pg_connection& conn, std::vector<d
   // Deferred: they go out with the claimer's COMMIT, in one round trip.
   conn.defer(sql::queue_mark_done, std::move(params));
   for (std::size_t i = 0; i < batch.size(); ++i) {
-    if (outcomes[i].status != claim_status::rejected) continue;
+    if (outcomes[i].status != claim_status::rejected || outcomes[i].dead_lettered) continue;
     std::vector<pg_param> params{std::string{"pg"}, batch[i].id, bytea_hex(batch[i].body), outcomes[i].reason};
     conn.defer(sql::worker_dead_letter, std::move(params));
     batch[i].dead_lettered = true;

@@ -33,6 +33,11 @@ class pg_queue_source final : public message_source {
   asio::awaitable<int> note_attempt(pg_connection& conn, delivery& d, int tries,
                                     std::optional<std::string> error) override;
   asio::awaitable<std::vector<delivery>> retake(pg_connection& conn, std::vector<delivery> batch) override;
+  // A queue row is its own record: record() writes the outcome onto it,
+  // keyed by the queue id, exactly once (take, claim and mark-done commit
+  // together), so the claim records nothing in message_outcome, and an id
+  // the message itself carries plays no part.
+  void key_outcome(const delivery&, claim_request& request) const override { request.message_id.clear(); }
 };
 
 // Puts messages on the queue in one transaction and wakes the listening

@@ -74,6 +74,7 @@ std::optional<delivery> entry_to_delivery(const redisReply* e) {
 redis_source::redis_source(redis_source_config config, std::size_t capacity)
     : config_{std::move(config)}, capacity_{std::max<std::size_t>(capacity, 1)} {
   if (config_.dead_letter_stream.empty()) config_.dead_letter_stream = config_.stream + ":dead";
+  outcome_source_ = "redis:" + config_.stream;
 }
 
 redis_source::~redis_source() { close(); }
@@ -279,7 +280,8 @@ asio::awaitable<void> redis_source::record(pg_connection& conn, std::vector<deli
   for (std::size_t i = 0; i < batch.size(); ++i) {
     const auto& o = outcomes[i];
     if (o.status != claim_status::rejected) continue;
-    std::vector<pg_param> params{batch[i].id, o.campaign, o.user_id.empty() ? pg_param{} : pg_param{o.user_id},
+    if (o.dead_lettered) continue;  // its entry id was another message's: the claim dead-lettered it
+    std::vector<pg_param> params{outcome_source_, batch[i].id, o.campaign, o.user_id.empty() ? pg_param{} : pg_param{o.user_id},
                                     o.reason, bytea_hex(batch[i].body)};
     auto rows = co_await conn.exec(sql::redis_record_rejected, std::move(params));
     batch[i].dead_lettered = !rows.empty() && rows.text(0, 0) == "t";

@@ -15,9 +15,10 @@
 //    acks it and, only if that removed it from the pending list, XADDs it to
 //    the dead-letter stream, so the stream gets exactly one copy whichever
 //    consumer acks it and however often a lost reply is retried.
-// The claim records each entry's outcome in message_outcome under its stream
-// id, in the claim transaction (claim_one's message id; rejected ones through
-// redis_record_rejected, which also writes dead_letter). XACK comes only after
+// The claim records each entry's outcome in message_outcome under the source
+// "redis:<stream>" and its entry id (entry ids of two streams collide: they
+// are timestamps), in the claim transaction (claim_one's message id;
+// rejected ones through redis_record_rejected, which also writes dead_letter). XACK comes only after
 // that commit. The commit-then-ack window: a worker that dies between the two
 // leaves the entry pending; it is taken over and claimed again, and the claim
 // answers already_claimed with the same code while message_outcome keeps the
@@ -53,7 +54,10 @@ class redis_source final : public message_source {
                                const std::vector<claim_outcome>& outcomes) override;
   void committed(std::vector<delivery>& batch, const std::vector<claim_outcome>& outcomes) override;
   void abandoned(std::vector<delivery> batch, bool unavailable) override;
-  std::string claim_message_id(const delivery& d, const claim_request&) const override { return d.id; }
+  void key_outcome(const delivery& d, claim_request& request) const override {
+    request.source = outcome_source_;
+    request.message_id = d.id;
+  }
   void stop_intake() override { stop_reading_.store(true); }
   bool drained() const override { return reader_idle_.load() && buffer_->size_hint() == 0; }
   void close() override;
@@ -74,6 +78,7 @@ class redis_source final : public message_source {
   void hand_over(delivery d);
 
   redis_source_config config_;
+  std::string outcome_source_;  // "redis:<stream>": message_outcome.source of its entries
   std::size_t capacity_;
   std::unique_ptr<message_buffer> buffer_;
   std::thread reader_;

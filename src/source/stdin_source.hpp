@@ -7,8 +7,10 @@
 // line; a longer one is rejected) into a message_buffer, pausing while the
 // buffer holds more than its capacity. Concurrent claimers finish out of
 // order; outcomes wait in a reorder map until every earlier line is printed.
-// Nothing is recorded in the database besides the claims themselves; a rerun
-// of the same input answers already_claimed with the same codes.
+// Nothing is recorded in the database besides the claims themselves (with
+// their outcomes under source "stdin[:<message_source>]" when a line carries
+// a message_id); a rerun of the same input answers already_claimed with the
+// same codes.
 #include <atomic>
 #include <cstdint>
 #include <cstdio>

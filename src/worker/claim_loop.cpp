@@ -36,13 +36,13 @@ asio::awaitable<claim_loop::transaction_result> claim_loop::finish_transaction(p
       outcomes[i] = rejected_outcome({}, {}, *batch[i].poison);
       continue;
     }
-    auto parsed = parse_message(batch[i].body, batch[i].oversized, config_.campaign);
+    auto parsed = parse_message(batch[i].body, batch[i].oversized, config_.campaign, src.name());
     if (auto* rejected = std::get_if<claim_outcome>(&parsed)) {
       outcomes[i] = std::move(*rejected);
       continue;
     }
     auto request = std::get<claim_request>(std::move(parsed));
-    request.message_id = src.claim_message_id(batch[i], request);
+    src.key_outcome(batch[i], request);
     requests.push_back(std::move(request));
     claimed_index.push_back(i);
   }
@@ -83,7 +83,7 @@ asio::awaitable<claim_loop::transaction_result> claim_loop::finish_transaction(p
   double lag = 0;
   for (std::size_t i = 0; i < batch.size(); ++i) {
     registry_.record_claim(outcomes[i].status, seconds);
-    if (batch[i].dead_lettered) registry_.add_dead_letter();
+    if (batch[i].dead_lettered || outcomes[i].dead_lettered) registry_.add_dead_letter();
     lag = std::max(lag, batch[i].lag_seconds);
   }
   registry_.set_queue_lag(lag);
@@ -240,10 +240,10 @@ asio::awaitable<std::chrono::milliseconds> claim_loop::try_suspects(pg_connectio
 asio::awaitable<void> claim_loop::give_up(pg_connection& conn, message_source& src, delivery d) {
   // Rejected with the database's error, like any bad message.
   claim_request who;
-  auto parsed = parse_message(d.body, d.oversized, config_.campaign);
+  auto parsed = parse_message(d.body, d.oversized, config_.campaign, src.name());
   if (auto* r = std::get_if<claim_request>(&parsed)) {
     who = std::move(*r);
-    who.message_id = src.claim_message_id(d, who);
+    src.key_outcome(d, who);
   }
   const auto reason = fmt::format("claim failed {} times: {}", d.attempts,
                                   d.last_error.empty() ? "no error was recorded" : d.last_error);
