@@ -3,16 +3,16 @@
 #include <memory>
 
 #include <fmt/format.h>
-#include <pqxx/pqxx>
 
 #include "common/json_log.hpp"
-#include "db/session.hpp"
+#include "db/pg_notifier.hpp"
 #include "sql_catalog.hpp"
 
 namespace voucherd {
 
-outbox_bell::outbox_bell(std::string conninfo, std::function<void()> local_wake, std::chrono::milliseconds interval)
-    : conninfo_{std::move(conninfo)}, local_wake_{std::move(local_wake)}, interval_{interval} {}
+outbox_bell::outbox_bell(std::string conninfo, pg_deadlines deadlines, std::function<void()> local_wake,
+                         std::chrono::milliseconds interval)
+    : conninfo_{std::move(conninfo)}, deadlines_{deadlines}, local_wake_{std::move(local_wake)}, interval_{interval} {}
 
 outbox_bell::~outbox_bell() { stop(); }
 
@@ -41,7 +41,7 @@ void outbox_bell::ring() noexcept {
 }
 
 void outbox_bell::run() {
-  std::unique_ptr<db_session> db;
+  std::unique_ptr<pg_notifier> db;
   bool failing = false;
   for (;;) {
     {
@@ -51,10 +51,8 @@ void outbox_bell::run() {
     // Cleared before the NOTIFY goes out: a ring while it is sent is owed another.
     if (!rung_.exchange(false)) return;  // stopping, nothing owed
     try {
-      if (!db || !db->is_open()) db = std::make_unique<db_session>(conninfo_);
-      pqxx::work txn{db->conn()};
-      exec(txn, sql::outbox_notify);
-      txn.commit();
+      if (!db) db = std::make_unique<pg_notifier>(conninfo_, deadlines_);
+      db->run(sql::outbox_notify);  // a transaction of its own (autocommit)
       failing = false;
     } catch (const std::exception& e) {
       db.reset();

@@ -25,6 +25,8 @@
 #include <string>
 #include <thread>
 
+#include "db/connection_settings.hpp"
+
 namespace voucherd {
 
 class outbox_bell {
@@ -32,8 +34,9 @@ class outbox_bell {
   static constexpr std::chrono::milliseconds k_default_interval{100};
 
   // conninfo: where to send the NOTIFY (through a transaction pooler is
-  // fine). local_wake: the in-process dispatcher's wake(), or empty.
-  outbox_bell(std::string conninfo, std::function<void()> local_wake,
+  // fine); deadlines bound every wait on it (db/pg_notifier.hpp).
+  // local_wake: the in-process dispatcher's wake(), or empty.
+  outbox_bell(std::string conninfo, pg_deadlines deadlines, std::function<void()> local_wake,
               std::chrono::milliseconds interval = k_default_interval);
   ~outbox_bell();  // stop()s
   outbox_bell(const outbox_bell&) = delete;
@@ -50,6 +53,7 @@ class outbox_bell {
   void run();
 
   std::string conninfo_;
+  pg_deadlines deadlines_;
   std::function<void()> local_wake_;
   std::chrono::milliseconds interval_;
   std::atomic<bool> rung_{false};

@@ -105,7 +105,10 @@ int worker::run() {
   // Claims wake this worker's dispatcher at once and the others by NOTIFY.
   std::function<void()> wake_local;
   if (s.dispatcher) wake_local = [d = s.dispatcher.get()] { d->wake(); };
-  s.bell = std::make_unique<outbox_bell>(s.config.database_url, std::move(wake_local));
+  // Its own application_name (the last setting of a conninfo wins): an
+  // operator, or a test, can tell the bell's session from the claimers'.
+  s.bell = std::make_unique<outbox_bell>(s.config.database_url + " application_name=voucherd-worker-bell",
+                                         s.config.deadlines, std::move(wake_local));
   s.bell->start();
   s.loop.ring_after_claims(s.bell.get());
   s.keeper = std::make_unique<housekeeping>(s.config.database_url, s.config.retention, s.config.prune_every,
