@@ -22,6 +22,16 @@ std::string number(double v) {
 
 }  // namespace
 
+const char* to_string(retained_kind kind) {
+  switch (kind) {
+    case retained_kind::sent_notifications: return "sent_notifications";
+    case retained_kind::done_messages: return "done_messages";
+    case retained_kind::outcomes: return "outcomes";
+    case retained_kind::dead_letters: return "dead_letters";
+  }
+  return "?";
+}
+
 void metrics::record_claim(claim_status status, double seconds) {
   claims_[index_of(status)].fetch_add(1, std::memory_order_relaxed);
   if (!(seconds >= 0)) seconds = 0;  // also catches NaN
@@ -40,6 +50,20 @@ void metrics::set_queue_lag(double seconds) { queue_lag_.store(seconds, std::mem
 
 void metrics::set_outbox_pending(std::int64_t pending) {
   outbox_pending_.store(pending, std::memory_order_relaxed);
+}
+
+void metrics::set_outbox_oldest_pending(double seconds) {
+  outbox_oldest_pending_.store(seconds, std::memory_order_relaxed);
+}
+
+void metrics::set_queue_pending(std::int64_t pending) { queue_pending_.store(pending, std::memory_order_relaxed); }
+
+void metrics::set_prunable(retained_kind kind, std::int64_t rows) {
+  prunable_[static_cast<std::size_t>(kind)].store(rows, std::memory_order_relaxed);
+}
+
+void metrics::add_pruned(retained_kind kind, std::uint64_t rows) {
+  pruned_[static_cast<std::size_t>(kind)].fetch_add(rows, std::memory_order_relaxed);
 }
 
 void metrics::add_dead_letter() { dead_letters_.fetch_add(1, std::memory_order_relaxed); }
@@ -87,6 +111,27 @@ std::string metrics::prometheus_text() const {
   line("# HELP voucherd_outbox_pending Notifications waiting for delivery.");
   line("# TYPE voucherd_outbox_pending gauge");
   line(fmt::format("voucherd_outbox_pending {}", outbox_pending_.load(std::memory_order_relaxed)));
+
+  line("# HELP voucherd_outbox_oldest_pending_seconds Age of the oldest notification waiting for delivery.");
+  line("# TYPE voucherd_outbox_oldest_pending_seconds gauge");
+  line(fmt::format("voucherd_outbox_oldest_pending_seconds {}",
+                   number(outbox_oldest_pending_.load(std::memory_order_relaxed))));
+
+  line("# HELP voucherd_queue_pending Messages waiting in the Postgres queue.");
+  line("# TYPE voucherd_queue_pending gauge");
+  line(fmt::format("voucherd_queue_pending {}", queue_pending_.load(std::memory_order_relaxed)));
+
+  line("# HELP voucherd_prunable_rows Rows older than their retention, which voucherd prune would delete.");
+  line("# TYPE voucherd_prunable_rows gauge");
+  for (auto k : k_retained_kinds)
+    line(fmt::format("voucherd_prunable_rows{{kind=\"{}\"}} {}", to_string(k),
+                     prunable_[static_cast<std::size_t>(k)].load(std::memory_order_relaxed)));
+
+  line("# HELP voucherd_pruned_rows_total Rows deleted by the worker's --prune-every.");
+  line("# TYPE voucherd_pruned_rows_total counter");
+  for (auto k : k_retained_kinds)
+    line(fmt::format("voucherd_pruned_rows_total{{kind=\"{}\"}} {}", to_string(k),
+                     pruned_[static_cast<std::size_t>(k)].load(std::memory_order_relaxed)));
 
   line("# HELP voucherd_dead_letters_total Messages sent to the dead-letter queue.");
   line("# TYPE voucherd_dead_letters_total counter");

@@ -11,16 +11,28 @@
 //   claim_duration_seconds                                            histogram
 //   queue_lag_seconds          gauge: age of the oldest message still queued
 //   outbox_pending             gauge: notifications waiting for delivery
+//   outbox_oldest_pending_seconds gauge: age of the oldest of them
+//   queue_pending              gauge: messages waiting in the pg queue
+//   prunable_rows{kind="sent_notifications|done_messages|outcomes|dead_letters"}
+//                              gauge: rows older than the retention (voucherd prune)
+//   pruned_rows_total{kind=...}  counter: rows the worker's --prune-every deleted
 //   dead_letters_total         counter: messages sent to a dead-letter queue
 //   notification_attempts_total{result="delivered|failed"}            counter
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <iterator>
 #include <string>
 
 #include "claim/claim_outcome.hpp"
 
 namespace voucherd {
+
+// What `voucherd prune` deletes, one kind per table (maintenance/retention.hpp).
+enum class retained_kind { sent_notifications, done_messages, outcomes, dead_letters };
+inline constexpr retained_kind k_retained_kinds[] = {retained_kind::sent_notifications, retained_kind::done_messages,
+                                                      retained_kind::outcomes, retained_kind::dead_letters};
+const char* to_string(retained_kind kind);
 
 class metrics {
  public:
@@ -32,6 +44,10 @@ class metrics {
   void record_claim(claim_status status, double seconds);
   void set_queue_lag(double seconds);
   void set_outbox_pending(std::int64_t pending);
+  void set_outbox_oldest_pending(double seconds);
+  void set_queue_pending(std::int64_t pending);
+  void set_prunable(retained_kind kind, std::int64_t rows);
+  void add_pruned(retained_kind kind, std::uint64_t rows);
   void add_dead_letter();
   // One delivery attempt of a notification: delivered = the sink accepted it,
   // false = a failed attempt (it will be retried, or ends `failed`).
@@ -53,6 +69,11 @@ class metrics {
   std::atomic<std::uint64_t> latency_sum_us_{0};  // microseconds, so the sum stays an atomic integer
   std::atomic<double> queue_lag_{0.0};
   std::atomic<std::int64_t> outbox_pending_{0};
+  std::atomic<double> outbox_oldest_pending_{0.0};
+  std::atomic<std::int64_t> queue_pending_{0};
+  static constexpr std::size_t k_kinds = std::size(k_retained_kinds);
+  std::array<std::atomic<std::int64_t>, k_kinds> prunable_{};
+  std::array<std::atomic<std::uint64_t>, k_kinds> pruned_{};
   std::atomic<std::uint64_t> dead_letters_{0};
   std::atomic<std::uint64_t> notifications_delivered_{0};
   std::atomic<std::uint64_t> notifications_failed_{0};

@@ -50,8 +50,12 @@ int run_notify(const args& a) {
        "longest wait between attempts")
       ("timeout-ms", po::value(&timeout_ms)->default_value(notify_config::k_default_webhook_timeout.count()),
        "per-delivery timeout of the webhook and redis sinks")
-      ("poll-ms", po::value(&poll_ms)->default_value(notify_config::k_default_poll_interval.count()),
-       "idle wait between passes")
+      ("poll-ms", po::value(&poll_ms),
+       fmt::format("longest idle wait between passes: default {} ms when polling (through a transaction pooler "
+                   "without --listen-url), {} ms when a LISTEN on voucherd_outbox wakes it (workers NOTIFY after "
+                   "claims; a due retry wakes it too)",
+                   notify_config::k_default_poll_interval.count(),
+                   notify_config::k_default_listen_poll_interval.count()).c_str())
       ("batch", po::value(&batch)->default_value(notify_config::k_default_batch_size),
        "notifications leased per statement (1..1000)");
   po::variables_map vm;
@@ -66,12 +70,13 @@ int run_notify(const args& a) {
   config.backoff_base = ms{backoff_ms};
   config.backoff_cap = ms{backoff_cap_ms};
   config.webhook_timeout = ms{timeout_ms};
-  config.poll_interval = ms{poll_ms};
+  if (vm.count("poll-ms")) config.poll_interval = config.listen_poll_interval = ms{poll_ms};
   config.batch_size = batch;
-  config.validate();
-
   metrics registry;
-  const auto database_url = resolve_common(url_flag, "notify").database_url;
+  const auto common = resolve_common(url_flag, "notify");
+  const auto& database_url = common.database_url;
+  config.listen_url = common.db.listen_conninfo();
+  config.validate();
   if (vm.count("requeue-failed")) {
     db_session db{database_url};
     pqxx::work txn{db.conn()};

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "cli/commands.hpp"
+#include "cli/retention_flags.hpp"
 #include "common/failure.hpp"
 #include "db/migrator.hpp"
 #include "db/session.hpp"
@@ -160,13 +161,25 @@ int run_generate(const args& a) {
 int run_stats(const args& a) {
   common_flags url_flag;
   std::string campaign;
-  po::options_description desc{"voucherd stats: pool, outbox and queue counts of a campaign"};
+  retention_flags retention;
+  po::options_description desc{
+      "voucherd stats: pool, outbox and queue counts of a campaign, and what is waiting: "
+      "outbox_oldest_pending_s (the campaign's oldest undelivered notification), and under \"prunable\" the rows "
+      "of the whole database that `voucherd prune` with the same --keep-* options would delete"};
   add_common(desc, url_flag);
   desc.add_options()("campaign", po::value(&campaign)->required(), "campaign name");
+  add_retention_options(desc, retention);
   po::variables_map vm;
   if (!parse(a, "voucherd stats --campaign NAME", desc, {}, vm)) return k_exit_ok;
-  db_session db{resolve_common(url_flag, "stats").database_url};
-  print_json(campaign_stats(db.conn(), campaign));
+  const auto config = resolve_retention(retention);
+  const auto url = resolve_common(url_flag, "stats").database_url;
+  db_session db{url};
+  auto stats = campaign_stats(db.conn(), campaign);
+  const auto waiting = retention_pruner{url, config}.read_backlog();
+  boost::json::object prunable;
+  for (const auto kind : k_retained_kinds) prunable[to_string(kind)] = waiting.prunable[static_cast<std::size_t>(kind)];
+  stats["prunable"] = std::move(prunable);
+  print_json(stats);
   return k_exit_ok;
 }
 

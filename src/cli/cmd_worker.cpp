@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "cli/commands.hpp"
+#include "cli/retention_flags.hpp"
 #include "common/failure.hpp"
 #include "claim/metrics.hpp"
 #include "worker/sources.hpp"
@@ -86,6 +87,8 @@ int run_worker(const args& a) {
   long claim_idle_ms = config.redis.claim_idle.count();
   long grace_ms = config.shutdown_grace.count();
   std::string http_token_file;
+  std::string prune_every = "0";
+  retention_flags retention;
   po::options_description desc{
       "voucherd worker: the claim daemon. Takes messages ({\"user_id\": ..., \"campaign\": ..., "
       "\"message_id\": ...}) from a queue, claims a voucher for each, records one outcome per message.\n"
@@ -142,7 +145,12 @@ int run_worker(const args& a) {
        "commits without it) and, after this many failed tries, rejected with the database's error and "
        "dead-lettered; redis also dead-letters an entry handed out more often than this")
       ("shutdown-grace-ms", po::value(&grace_ms)->default_value(grace_ms),
-       "on SIGTERM, how long in-flight transactions may take before they are abandoned (rolled back)");
+       "on SIGTERM, how long in-flight transactions may take before they are abandoned (rolled back)")
+      ("prune-every", po::value(&prune_every)->default_value(prune_every),
+       "run `voucherd prune` with the --keep-* options below on this period (e.g. 1h); 0 = never. "
+       "Defaults: --keep-sent 7d --keep-done 7d --keep-outcomes 30d --keep-dead-letters 30d (also the "
+       "retentions of /metrics' voucherd_prunable_rows)");
+  add_retention_options(desc, retention);
   po::variables_map vm;
   if (!parse(a, "voucherd worker --source stdin|pg|redis [--campaign NAME] [--concurrency N] [--threads T] [--batch B] "
                 "[--http ADDR:PORT [--http-token-file F] [--http-tls-cert F --http-tls-key F]] "
@@ -152,6 +160,9 @@ int run_worker(const args& a) {
 
   const auto common = resolve_common(url_flag, "worker");
   config.database_url = common.database_url;
+  config.notify_listen_url = common.db.listen_conninfo();
+  config.prune_every = parse_age(prune_every, "--prune-every");
+  config.retention = resolve_retention(retention);
   config.deadlines = pg_deadlines::of(common.db);
   config.source = parse_source(source);
   if (config.campaign.empty()) config.campaign = env_or(k_env_campaign, "");

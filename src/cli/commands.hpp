@@ -15,6 +15,7 @@ int run_claim_batch(const args& a);
 int run_stats(const args& a);
 int run_story(const args& a);
 int run_notify(const args& a);
+int run_prune(const args& a);
 int run_worker(const args& a);
 int run_enqueue(const args& a);
 int run_bench(const args& a);

@@ -28,6 +28,7 @@ constexpr const char* k_usage = R"(usage: voucherd COMMAND [OPTIONS]   (COMMAND 
   stats --campaign NAME                pool, outbox and queue counts
   story                                replay the story: two workers, two codes
   notify [--notify log|webhook:URL|redis]  deliver the notification outbox [--once]
+  prune [--keep-sent 7d] ...           delete sent notifications, done messages, outcomes, dead letters
   enqueue --source pg|redis FILE       put JSON messages (one per line) on a queue [--campaign NAME]
   worker --source stdin|pg|redis       the claim daemon [--concurrency N] [--batch B] [--http ADDR:PORT]
   bench --strategy S --pods P          race lab: P pods of a claim strategy, audited [--compare]
@@ -49,7 +50,7 @@ const std::map<std::string, command_fn>& commands() {
       {"import", cli::run_import},       {"generate", cli::run_generate},
       {"claim", cli::run_claim},         {"claim-batch", cli::run_claim_batch},
       {"stats", cli::run_stats},         {"story", cli::run_story},
-      {"notify", cli::run_notify},
+      {"notify", cli::run_notify},       {"prune", cli::run_prune},
       {"worker", cli::run_worker},       {"enqueue", cli::run_enqueue},
       {"bench", cli::run_bench},         {"bench-pod", cli::run_bench_pod},
   };

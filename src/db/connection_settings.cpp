@@ -85,6 +85,17 @@ std::string connection_settings::conninfo() const {
   return out;
 }
 
+std::string connection_settings::listen_conninfo() const {
+  if (!listen_url.empty()) {
+    connection_settings direct = *this;
+    direct.url = listen_url;
+    direct.listen_url.clear();
+    direct.pooled = false;
+    return direct.conninfo();
+  }
+  return pooled ? std::string{} : conninfo();
+}
+
 namespace {
 
 // The statement_timeout the server will apply: the last -c setting of the

@@ -55,6 +55,10 @@ struct connection_settings {
   // The libpq connection string: the URL's settings merged with the above.
   // Throws voucherd_error(usage) when the URL cannot be parsed.
   std::string conninfo() const;
+  // The connection string for a LISTEN session: listen_url's (with these
+  // same bounds) when given, else conninfo() when not pooled, else "" (no
+  // LISTEN is possible: poll). Throws like conninfo().
+  std::string listen_conninfo() const;
   // How long the client waits for the reply to any one statement: the
   // statement timeout the server applies (the URL's or PGOPTIONS' own, when
   // they set one) plus k_reply_margin; 0 = forever (statement_timeout off).

@@ -50,7 +50,7 @@ void notify_config::validate() const {
                      backoff_cap.count()));
   if (!(jitter >= 0 && jitter <= 1)) fail(fmt::format("notify: jitter must be 0..1 (got {})", jitter));
   if (webhook_timeout.count() <= 0) fail("notify: the sink timeout must be positive");
-  if (poll_interval.count() <= 0) fail("notify: the poll interval must be positive");
+  if (poll_interval.count() <= 0 || listen_poll_interval.count() <= 0) fail("notify: the poll interval must be positive");
   if (batch_size < 1 || batch_size > 1000) fail(fmt::format("notify: batch size must be 1..1000 (got {})", batch_size));
 }
 

@@ -4,13 +4,17 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <random>
+
+#include <poll.h>
 
 #include <boost/json/serialize.hpp>
 #include <pqxx/pqxx>
 #include <fmt/format.h>
 
 #include "common/failure.hpp"
+#include "db/pg_listener.hpp"
 #include "db/session.hpp"
 #include "common/json_log.hpp"
 #include "notify/log_sink.hpp"
@@ -67,26 +71,54 @@ void outbox_dispatcher::start() {
 }
 
 void outbox_dispatcher::stop() {
-  {
-    std::lock_guard lock{wake_mutex_};
-    stopping_ = true;
-  }
-  wake_.notify_all();
+  stopping_ = true;
+  wake_.signal();
   if (thread_.joinable()) thread_.join();
 }
 
-std::size_t outbox_dispatcher::drain_once() { return pass(nullptr); }
+void outbox_dispatcher::wake() noexcept {
+  if (!wake_pending_.exchange(true)) wake_.signal();
+}
+
+std::size_t outbox_dispatcher::drain_once() { return pass(nullptr).attempts; }
+
+void outbox_dispatcher::idle(std::chrono::milliseconds longest) {
+  if (stopping_) return;
+  if (!listener_ && !config_.listen_url.empty() && std::chrono::steady_clock::now() >= listener_retry_at_) {
+    // Opened before the pass that follows this wait, so that nothing
+    // notified after that pass began is missed.
+    try {
+      listener_ = std::make_unique<pg_listener>(config_.listen_url, sql::outbox_listen);
+      listener_retry_delay_ = std::chrono::milliseconds{0};
+      return;  // pass again: rows may have come while no one listened
+    } catch (const std::exception& e) {
+      listener_retry_delay_ = std::min(std::max(listener_retry_delay_ * 2, k_reconnect_initial), k_reconnect_cap);
+      listener_retry_at_ = std::chrono::steady_clock::now() + jittered(listener_retry_delay_);
+      log_json(log_level::warn, fmt::format("outbox dispatcher: cannot LISTEN, polling every {} ms meanwhile: {}",
+                                            config_.poll_interval.count(), e.what()));
+    }
+  }
+  if (listener_) {
+    try {
+      listener_->wait(wake_, std::min(longest, config_.listen_poll_interval));
+    } catch (const std::exception& e) {
+      listener_.reset();
+      log_json(log_level::warn, fmt::format("outbox dispatcher: the LISTEN connection failed, reopening it: {}", e.what()));
+    }
+  } else {
+    pollfd fd{wake_.fd(), POLLIN, 0};
+    if (::poll(&fd, 1, static_cast<int>(std::min(longest, config_.poll_interval).count())) > 0) wake_.consume();
+  }
+  wake_pending_ = false;
+}
 
 void outbox_dispatcher::run() {
   auto reconnect_delay = k_reconnect_initial;
-  auto wait = [this](std::chrono::milliseconds d) {
-    std::unique_lock lock{wake_mutex_};
-    wake_.wait_for(lock, d, [this] { return stopping_.load(); });
-  };
   while (!stopping_) {
-    std::size_t attempts = 0;
+    pass_result done;
     try {
-      attempts = pass(&stopping_);
+      wake_pending_ = false;
+      done = pass(&stopping_);
       reconnect_delay = k_reconnect_initial;
     } catch (const std::exception& e) {
       // Whatever failed, the next pass starts on a fresh connection. A row
@@ -94,15 +126,20 @@ void outbox_dispatcher::run() {
       db_.reset();
       log_json(log_level::warn, fmt::format("outbox dispatcher: {} failure, retrying in about {} ms: {}",
                               to_string(classify(e)), reconnect_delay.count(), e.what()));
-      wait(jittered(reconnect_delay));
+      pollfd fd{wake_.fd(), POLLIN, 0};
+      ::poll(&fd, 1, static_cast<int>(jittered(reconnect_delay).count()));  // stop() ends it early
       reconnect_delay = std::min(reconnect_delay * 2, k_reconnect_cap);
       continue;
     }
-    if (attempts == 0) wait(config_.poll_interval);
+    if (done.attempts > 0) continue;
+    // Retries fall due without anyone notifying: wake for the earliest.
+    const auto longest = std::max(std::chrono::milliseconds{10},
+                                  done.next_due.value_or(config_.listen_poll_interval));
+    idle(longest);
   }
 }
 
-std::size_t outbox_dispatcher::pass(const std::atomic<bool>* stop_requested) {
+outbox_dispatcher::pass_result outbox_dispatcher::pass(const std::atomic<bool>* stop_requested) {
   if (!db_ || !db_->session.is_open()) {
     db_.reset();
     db_ = std::make_unique<connection>(database_url_);
@@ -112,13 +149,13 @@ std::size_t outbox_dispatcher::pass(const std::atomic<bool>* stop_requested) {
   auto stopping = [&] { return stop_requested && stop_requested->load(); };
 
   std::size_t attempts = 0;
-  std::int64_t cursor = 0;
+  std::optional<std::string> pass_started;  // the database's clock; set by the first take
   while (!stopping()) {
     std::vector<notification> batch;
     {
       pqxx::work txn{conn};
       for (const auto& row : exec(txn, sql::outbox_take, static_cast<std::int64_t>(config_.batch_size),
-                                  static_cast<std::int64_t>(lease.count()), cursor)) {
+                                  static_cast<std::int64_t>(lease.count()), pass_started)) {
         notification n;
         n.id = row["id"].as<std::int64_t>();
         n.idempotency_key = row["idempotency_key"].as<std::string>();
@@ -127,13 +164,13 @@ std::size_t outbox_dispatcher::pass(const std::atomic<bool>* stop_requested) {
         n.user_id = row["user_id"].as<std::string>();
         n.code = row["code"].as<std::string>();
         n.attempts = row["attempts"].as<int>();
+        pass_started = row["pass_started"].as<std::string>();
         batch.push_back(std::move(n));
       }
       txn.commit();
     }
     if (batch.empty()) break;
     std::sort(batch.begin(), batch.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
-    cursor = batch.back().id;
 
     for (std::size_t i = 0; i < batch.size(); ++i) {
       const notification& n = batch[i];
@@ -161,10 +198,16 @@ std::size_t outbox_dispatcher::pass(const std::atomic<bool>* stop_requested) {
       txn.commit();
     }
   }
+  pass_result result;
+  result.attempts = attempts;
   pqxx::work txn{conn};
-  metrics_.set_outbox_pending(exec(txn, sql::outbox_pending_count)[0][0].as<std::int64_t>());
+  const auto backlog = exec(txn, sql::outbox_pending_count)[0];
   txn.commit();
-  return attempts;
+  metrics_.set_outbox_pending(backlog["pending"].as<std::int64_t>());
+  metrics_.set_outbox_oldest_pending(backlog["oldest_age_s"].as<double>());
+  if (!backlog["next_due_ms"].is_null())
+    result.next_due = std::chrono::milliseconds{std::max<std::int64_t>(0, backlog["next_due_ms"].as<std::int64_t>())};
+  return result;
 }
 
 }  // namespace voucherd

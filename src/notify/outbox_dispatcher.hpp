@@ -5,7 +5,8 @@
 //
 // How a pass works (sql/outbox_*.sql):
 //  1. take: one short transaction picks up to batch_size due rows
-//     (status 'pending', next_attempt_at <= now()) with FOR UPDATE SKIP LOCKED,
+//     (status 'pending', next_attempt_at <= the pass's start), oldest due
+//     first in the order of the pending index, with FOR UPDATE SKIP LOCKED,
 //     so any number of dispatchers (one per worker, plus `voucherd notify`)
 //     share the outbox without waiting on each other, and leases them by
 //     pushing next_attempt_at forward by the lease (batch_size x the sink's
@@ -31,18 +32,32 @@
 // voucher and user), so a receiver that drops repeated keys sees each
 // notification exactly once in effect (I3).
 //
+// Between passes (start()): after a pass that found nothing due, the
+// dispatcher sleeps until the first of
+//  - a NOTIFY on voucherd_outbox, when it has a listening connection
+//    (listen_url: a direct URL, never a transaction pooler's), which workers
+//    send after claims that wrote notifications (notify/outbox_bell.hpp);
+//  - wake(), which the worker it runs in calls after such a commit;
+//  - the next retry falling due (the earliest next_attempt_at of a pending row);
+//  - the poll interval: poll_interval without a listening connection,
+//    listen_poll_interval (a safety net, e.g. for `voucherd claim` run by
+//    hand, which sends no NOTIFY) with one.
+// A listening connection that fails is reopened before the next pass, which
+// catches up on whatever was notified meanwhile; until it is back the
+// dispatcher polls.
+//
 // A lost database connection is reopened with capped exponential backoff and
 // jitter; the dispatcher never exits on a transient fault.
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <memory>
-#include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
 #include "claim/metrics.hpp"
+#include "common/wake_event.hpp"
 
 namespace voucherd {
 
@@ -60,6 +75,7 @@ struct notify_config {
   static constexpr double k_default_jitter = 0.2;  // +-20% of each backoff
   static constexpr std::chrono::milliseconds k_default_webhook_timeout{5000};
   static constexpr std::chrono::milliseconds k_default_poll_interval{500};
+  static constexpr std::chrono::milliseconds k_default_listen_poll_interval{10'000};
   static constexpr std::size_t k_default_batch_size = 100;
 
   notify_sink_kind sink = notify_sink_kind::log;
@@ -80,7 +96,12 @@ struct notify_config {
   double jitter = k_default_jitter;  // 0..1
   // Per delivery, connect + request + response; used by the redis sink too.
   std::chrono::milliseconds webhook_timeout = k_default_webhook_timeout;
-  std::chrono::milliseconds poll_interval = k_default_poll_interval;      // idle wait between passes
+  // The longest idle wait between passes, without and with a listening connection.
+  std::chrono::milliseconds poll_interval = k_default_poll_interval;
+  std::chrono::milliseconds listen_poll_interval = k_default_listen_poll_interval;
+  // libpq connection string for LISTEN (connection_settings::listen_conninfo());
+  // "" = no LISTEN: poll every poll_interval.
+  std::string listen_url;
   std::size_t batch_size = k_default_batch_size;                         // 1..1000
 
   // Throws voucherd_error(usage) naming the bad field.
@@ -93,6 +114,7 @@ struct notify_config {
 notify_config parse_notify_option(const std::string& notify, const std::string& redis_url);
 
 class notification_sink;
+class pg_listener;
 
 class outbox_dispatcher {
  public:
@@ -102,10 +124,14 @@ class outbox_dispatcher {
   outbox_dispatcher& operator=(const outbox_dispatcher&) = delete;
 
   // Runs passes on its own thread until stop(): after a pass that found
-  // nothing due it waits poll_interval (or until stop()).
+  // nothing due it sleeps (see above) until woken.
   void start();
+  // Ends the current (or the next) idle wait at once: called after a commit
+  // that wrote notifications. Thread-safe and cheap: it writes to an eventfd
+  // only when no wake-up is pending already.
   // Finishes the in-flight delivery (and marks it), then returns. Idempotent.
   void stop();
+  void wake() noexcept;
 
   // One pass, on the calling thread (not while start()'s thread runs): delivers every notification that is due
   // when the pass starts, each at most once per pass (a failed one waits for
@@ -114,8 +140,16 @@ class outbox_dispatcher {
   std::size_t drain_once();
 
  private:
+  struct pass_result {
+    std::size_t attempts = 0;
+    // Until the earliest pending row falls due; nullopt when none is pending.
+    std::optional<std::chrono::milliseconds> next_due;
+  };
+
   void run();
-  std::size_t pass(const std::atomic<bool>* stop_requested);
+  pass_result pass(const std::atomic<bool>* stop_requested);
+  // Sleeps between passes, at most `longest` (see the header comment).
+  void idle(std::chrono::milliseconds longest);
 
   std::string database_url_;
   notify_config config_;
@@ -123,11 +157,14 @@ class outbox_dispatcher {
   std::unique_ptr<notification_sink> sink_;
   struct connection;
   std::unique_ptr<connection> db_;
+  std::unique_ptr<pg_listener> listener_;
+  std::chrono::steady_clock::time_point listener_retry_at_{};
+  std::chrono::milliseconds listener_retry_delay_{0};
 
   std::thread thread_;
   std::atomic<bool> stopping_{false};
-  std::mutex wake_mutex_;
-  std::condition_variable wake_;
+  std::atomic<bool> wake_pending_{false};
+  wake_event wake_;
 };
 
 }  // namespace voucherd

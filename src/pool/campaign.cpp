@@ -64,6 +64,7 @@ boost::json::object campaign_stats(pqxx::connection& conn, const std::string& na
   out["free"] = total - claimed;
   for (const char* k : {"outbox_pending", "outbox_sent", "outbox_failed", "queue_pending", "dead_letters"})
     out[k] = row[k].as<std::int64_t>();
+  out["outbox_oldest_pending_s"] = row["outbox_oldest_pending_s"].as<double>();
   out["starts_at"] = optional_text(row["starts_at"]);
   out["ends_at"] = optional_text(row["ends_at"]);
   return out;

@@ -81,11 +81,14 @@ asio::awaitable<claim_loop::transaction_result> claim_loop::finish_transaction(p
   // Committed: only now may the source acknowledge.
   const double seconds = std::chrono::duration<double>(clock_type::now() - started).count();
   double lag = 0;
+  bool notified = false;  // a claim wrote a notification
   for (std::size_t i = 0; i < batch.size(); ++i) {
     registry_.record_claim(outcomes[i].status, seconds);
     if (batch[i].dead_lettered || outcomes[i].dead_lettered) registry_.add_dead_letter();
     lag = std::max(lag, batch[i].lag_seconds);
+    notified = notified || outcomes[i].status == claim_status::claimed;
   }
+  if (notified && bell_) bell_->ring();
   registry_.set_queue_lag(lag);
   src.committed(batch, outcomes);
   try {

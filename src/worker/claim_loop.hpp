@@ -34,6 +34,7 @@
 #include "claim/claim_core.hpp"
 #include "claim/metrics.hpp"
 #include "common/backoff.hpp"
+#include "notify/outbox_bell.hpp"
 #include "source/message_source.hpp"
 #include "worker/worker_config.hpp"
 
@@ -47,6 +48,10 @@ class claim_loop {
   // One claimer, on ctx, draining src until the source is finished, or until
   // stopping and the source is drained (or the database is gone).
   asio::awaitable<void> run(asio::io_context& ctx, message_source& src, int index);
+
+  // Rung after every commit that claimed a voucher (and so wrote its
+  // notification): wakes the dispatchers. Set before the claimers start; null = none.
+  void ring_after_claims(outbox_bell* bell) { bell_ = bell; }
 
  private:
   using clock_type = std::chrono::steady_clock;
@@ -89,6 +94,7 @@ class claim_loop {
   // timing out, the message is what is slow.
   std::atomic<std::uint64_t> commits_{0};
   std::uint64_t seed_;
+  outbox_bell* bell_ = nullptr;
 };
 
 }  // namespace voucherd

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -14,8 +15,10 @@
 #include "common/json_log.hpp"
 #include "db/pg_connection.hpp"
 #include "db/schema_check.hpp"
+#include "notify/outbox_bell.hpp"
 #include "notify/outbox_dispatcher.hpp"
 #include "worker/claim_loop.hpp"
+#include "worker/housekeeping.hpp"
 #include "worker/http_surface.hpp"
 
 namespace voucherd {
@@ -32,6 +35,8 @@ struct worker::impl {
   claim_loop loop{config, registry, stopping};
   std::unique_ptr<http_surface> http;
   std::unique_ptr<outbox_dispatcher> dispatcher;
+  std::unique_ptr<outbox_bell> bell;
+  std::unique_ptr<housekeeping> keeper;
 
   impl(worker_config c, std::unique_ptr<message_source> s, metrics& m)
       : config{std::move(c)}, source{std::move(s)}, registry{m} {}
@@ -125,10 +130,23 @@ int worker::run() {
             {"threads", s.config.claimer_threads()}, {"batch", s.config.batch},
             {"campaign", s.config.campaign}, {"pid", static_cast<std::int64_t>(::getpid())}});
   if (!s.config.notify.empty()) {
-    s.dispatcher = std::make_unique<outbox_dispatcher>(
-        s.config.database_url, s.config.notify_settings(), s.registry);
+    auto notify = s.config.notify_settings();
+    notify.listen_url = s.config.notify_listen_url;
+    s.dispatcher = std::make_unique<outbox_dispatcher>(s.config.database_url, notify, s.registry);
     s.dispatcher->start();
   }
+  // Claims wake this worker's dispatcher at once and the others by NOTIFY.
+  std::function<void()> wake_local;
+  if (s.dispatcher) wake_local = [d = s.dispatcher.get()] { d->wake(); };
+  // Its own application_name (the last setting of a conninfo wins): an
+  // operator, or a test, can tell the bell's session from the claimers'.
+  s.bell = std::make_unique<outbox_bell>(s.config.database_url + " application_name=voucherd-worker-bell",
+                                         s.config.deadlines, std::move(wake_local));
+  s.bell->start();
+  s.loop.ring_after_claims(s.bell.get());
+  s.keeper = std::make_unique<housekeeping>(s.config.database_url, s.config.retention, s.config.prune_every,
+                                            !s.config.http_listen.empty(), s.registry);
+  s.keeper->start();
   if (!s.config.http_listen.empty()) {
     s.http = std::make_unique<http_surface>(s.io, s.config, s.registry);
     s.http->start();
@@ -163,6 +181,8 @@ int worker::run() {
   if (thread_failure) std::rethrow_exception(thread_failure);
   if (s.http) s.http->stop();
   s.source->close();
+  s.keeper->stop();
+  s.bell->stop();
   if (s.dispatcher) s.dispatcher->stop();
   boost::json::object answered;
   for (auto status : {claim_status::claimed, claim_status::already_claimed, claim_status::sold_out,

@@ -8,6 +8,7 @@
 
 #include "common/tls_context.hpp"
 #include "db/connection_settings.hpp"
+#include "maintenance/retention.hpp"
 #include "source/redis_source_config.hpp"
 
 namespace voucherd {
@@ -57,6 +58,12 @@ struct worker_config {
   std::string notify;        // "log" | "webhook:URL" | "redis"; empty = no dispatcher
   std::string webhook_ca_file;  // https webhooks: a private CA besides the system store
   std::string notify_redis_url = redis_source_config::k_default_url;
+  // The dispatcher's LISTEN connection (connection_settings::listen_conninfo());
+  // "" = it polls (behind a transaction pooler without --listen-url).
+  std::string notify_listen_url;
+  // --prune-every: a retention sweep on this period; 0 = never.
+  std::chrono::seconds prune_every{0};
+  retention_config retention;
   redis_source_config redis;
   std::chrono::milliseconds shutdown_grace = k_default_shutdown_grace;
 
