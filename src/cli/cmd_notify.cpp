@@ -63,9 +63,10 @@ int run_notify(const args& a) {
   config.validate();
 
   metrics registry;
-  const auto database_url = resolve_common(url_flag, "notify").database_url;
+  const auto common = resolve_common(url_flag, "notify");
+  const auto& database_url = common.database_url;
   if (vm.count("requeue-failed")) {
-    db_session db{database_url};
+    auto db = open_session(common);
     pqxx::work txn{db.conn()};
     const auto requeued = exec(txn, sql::outbox_requeue_failed, requeue_campaign).size();
     txn.commit();
@@ -74,7 +75,7 @@ int run_notify(const args& a) {
     print_json(line);
   }
   if (vm.count("once")) {
-    outbox_dispatcher dispatcher{database_url, config, registry};
+    outbox_dispatcher dispatcher{database_url, config, registry, common.pooling};
     const auto attempts = dispatcher.drain_once();
     boost::json::object summary;
     summary["attempts"] = attempts;
@@ -90,7 +91,7 @@ int run_notify(const args& a) {
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  outbox_dispatcher dispatcher{database_url, config, registry};
+  outbox_dispatcher dispatcher{database_url, config, registry, common.pooling};
   dispatcher.start();
   say(fmt::format("notify: delivering through {} until SIGINT/SIGTERM", notify));
   int received = 0;

@@ -116,6 +116,7 @@ int run_worker(const args& a) {
   const auto common = resolve_common(url_flag, "worker");
   config.database_url = common.database_url;
   config.deadlines = pg_deadlines::of(common.db);
+  config.pooling = transaction_pooling::of(common.db);
   config.source = parse_source(source);
   if (config.campaign.empty()) config.campaign = env_or(k_env_campaign, "");
   config.concurrency = vm.count("concurrency") ? concurrency

@@ -43,6 +43,7 @@
 #include <thread>
 
 #include "claim/metrics.hpp"
+#include "db/connection_settings.hpp"
 
 namespace voucherd {
 
@@ -93,7 +94,9 @@ class notification_sink;
 
 class outbox_dispatcher {
  public:
-  outbox_dispatcher(std::string database_url, notify_config config, metrics& registry);
+  // pooling: behind a transaction pooler its session prepares nothing.
+  outbox_dispatcher(std::string database_url, notify_config config, metrics& registry,
+                    transaction_pooling pooling = {});
   ~outbox_dispatcher();  // stop()s
   outbox_dispatcher(const outbox_dispatcher&) = delete;
   outbox_dispatcher& operator=(const outbox_dispatcher&) = delete;
@@ -115,6 +118,7 @@ class outbox_dispatcher {
   std::size_t pass(const std::atomic<bool>* stop_requested);
 
   std::string database_url_;
+  transaction_pooling pooling_;
   notify_config config_;
   metrics& metrics_;
   std::unique_ptr<notification_sink> sink_;

@@ -93,7 +93,8 @@ int worker::run() {
             {"campaign", s.config.campaign}, {"pid", static_cast<std::int64_t>(::getpid())}});
   if (!s.config.notify.empty()) {
     s.dispatcher = std::make_unique<outbox_dispatcher>(
-        s.config.database_url, parse_notify_option(s.config.notify, s.config.notify_redis_url), s.registry);
+        s.config.database_url, parse_notify_option(s.config.notify, s.config.notify_redis_url), s.registry,
+        s.config.pooling);
     s.dispatcher->start();
   }
   if (!s.config.http_listen.empty()) {
