@@ -11,13 +11,15 @@ say() { printf '%s\n' "$*" >&2; }
 # The cluster this shell started, if any: pg_stop only ever stops that one,
 # whatever PG_DIR the environment may hold.
 pg_owned_dir=
+# Likewise the pgbouncer this shell started (its directory).
+pgbouncer_owned_dir=
 
 # Debian packages the build, the tests and the servers need.
 VOUCHERD_PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libpq-dev libpqxx-dev libfmt-dev doctest-dev libhiredis-dev libssl-dev openssl curl
   libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev
-  postgresql-15 postgresql-contrib redis-server
+  postgresql-15 postgresql-contrib redis-server pgbouncer
   systemd  # systemd-analyze verify, for the unit in scripts/
 )
 
@@ -77,4 +79,50 @@ pg_stop() {
     rm -rf "$pg_owned_dir"
   fi
   pg_owned_dir=
+}
+
+# pgbouncer_start HOST PORT: a transaction-pooling PgBouncer in front of the
+# Postgres at HOST:PORT (trust auth like the test cluster; one wildcard entry,
+# so that every database a test creates is reachable through it); sets
+# PGBOUNCER_DIR and PGBOUNCER_PORT. Runs as PG_OS_USER; stopped on exit.
+pgbouncer_start() {
+  local pg_host=$1 pg_port=$2
+  PGBOUNCER_DIR=$(mktemp -d /tmp/voucherd-pgbouncer.XXXXXX)
+  PGBOUNCER_PORT=$(free_port)
+  # trust still wants the user name in auth_file.
+  printf '"postgres" ""\n' > "$PGBOUNCER_DIR/userlist.txt"
+  cat > "$PGBOUNCER_DIR/pgbouncer.ini" <<EOF
+[databases]
+* = host=$pg_host port=$pg_port
+
+[pgbouncer]
+pool_mode = transaction
+listen_addr = 127.0.0.1
+listen_port = $PGBOUNCER_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $PGBOUNCER_DIR/userlist.txt
+max_client_conn = 2000
+default_pool_size = 20
+logfile = $PGBOUNCER_DIR/pgbouncer.log
+pidfile = $PGBOUNCER_DIR/pgbouncer.pid
+EOF
+  chown -R "$PG_OS_USER" "$PGBOUNCER_DIR"
+  runuser -u "$PG_OS_USER" -- pgbouncer -d -q "$PGBOUNCER_DIR/pgbouncer.ini"
+  pgbouncer_owned_dir=$PGBOUNCER_DIR
+  trap 'pgbouncer_stop; pg_stop' EXIT
+  local i
+  for i in $(seq 1 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$PGBOUNCER_PORT") 2>/dev/null && break
+    sleep 0.1
+  done
+  say "pgbouncer (transaction pooling) on 127.0.0.1:$PGBOUNCER_PORT in front of $pg_host:$pg_port"
+}
+
+pgbouncer_stop() {
+  if [ -n "$pgbouncer_owned_dir" ] && [ -f "$pgbouncer_owned_dir/pgbouncer.pid" ]; then
+    kill "$(cat "$pgbouncer_owned_dir/pgbouncer.pid")" 2>/dev/null || true
+    rm -rf "$pgbouncer_owned_dir"
+  fi
+  pgbouncer_owned_dir=
 }

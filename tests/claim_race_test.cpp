@@ -37,7 +37,7 @@ TEST_CASE("8 connections making 4000 claims over 3000 codes: 3000 claimed, 1000 
   std::vector<std::thread> threads;
   for (int w = 0; w < k_workers; ++w) {
     threads.emplace_back([&, w] {
-      blocking_claimer engine{db.url(), {}};
+      blocking_claimer engine{db.url(), {}, db.pooling()};
       start.arrive_and_wait();
       for (int u = w; u < k_users; u += k_workers)
         per_worker[w].push_back(engine.claim({"race", fmt::format("user-{}", u), {}}));
@@ -76,7 +76,7 @@ TEST_CASE("concurrent duplicate delivery of one user from 8 connections returns 
   std::vector<std::thread> threads;
   for (int w = 0; w < k_workers; ++w) {
     threads.emplace_back([&, w] {
-      blocking_claimer engine{db.url(), {}};
+      blocking_claimer engine{db.url(), {}, db.pooling()};
       for (int round = 0; round < k_rounds; ++round) {
         step.arrive_and_wait();  // all 8 deliveries of this user at the same moment
         per_worker[w].push_back(engine.claim({"dup", fmt::format("same-{}", round), {}}));
@@ -120,7 +120,7 @@ TEST_CASE("claim-batch of 10000 users racing single claims: no violation, one ou
   std::vector<std::thread> threads;
   for (int w = 0; w < 4; ++w) {
     threads.emplace_back([&, w] {
-      blocking_claimer engine{db.url(), {}};
+      blocking_claimer engine{db.url(), {}, db.pooling()};
       std::mt19937 rng{static_cast<unsigned>(1234 + w)};
       while (!stop.load()) {
         auto o = engine.claim({"batch", fmt::format("emp-{}", rng() % k_users), {}});

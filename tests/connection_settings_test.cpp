@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <libpq-fe.h>
 
@@ -102,4 +103,35 @@ TEST_CASE("statement_timeout 0 means no client deadline either") {
   connection_settings s;
   s.statement_timeout = 0ms;
   CHECK(s.reply_deadline() == 0ms);
+}
+
+TEST_CASE("behind a transaction pooler no startup options go out; the bounds travel per transaction instead") {
+  connection_settings s;
+  s.url = "postgresql://app@pooler:6432/vouchers";
+  s.pooled = true;
+  s.lock_timeout = 300ms;
+  const auto c = s.conninfo();
+  CHECK_MESSAGE(setting(c, "options").empty(), "PgBouncer refuses the startup parameter options: " << c);
+  CHECK(setting(c, "keepalives") == "1");
+  const auto pooling = transaction_pooling::of(s);
+  CHECK(pooling.enabled);
+  CHECK(pooling.bounds() == std::vector<std::string>{"5000", "300", "10000"});
+  CHECK_MESSAGE(pooling.listen_conninfo.empty(), "no --listen-url: a pooled worker polls");
+  CHECK_FALSE(transaction_pooling::of(connection_settings{}).enabled);
+}
+
+TEST_CASE("--listen-url takes what it leaves out from the URL, and is a direct connection with the bounds") {
+  connection_settings s;
+  s.url = "postgresql://app:secret@pooler:6432/vouchers";
+  s.pooled = true;
+  s.listen_url = "postgresql://db-primary:5432";
+  const auto l = s.listen_conninfo();
+  CHECK(setting(l, "host") == "db-primary");
+  CHECK(setting(l, "port") == "5432");
+  CHECK(setting(l, "dbname") == "vouchers");
+  CHECK(setting(l, "user") == "app");
+  CHECK(setting(l, "password") == "secret");
+  CHECK_MESSAGE(setting(l, "options").find("-c statement_timeout=5000") != std::string::npos, l);
+  s.pooled = false;
+  CHECK_MESSAGE(s.listen_conninfo() == s.conninfo(), "a direct worker listens on its own connections");
 }

@@ -36,8 +36,8 @@ namespace {
 // claim with blocking_claimer on a real connection, record the metrics.
 class claim_service {
  public:
-  claim_service(std::string database_url, metrics& registry)
-      : url_{std::move(database_url)}, metrics_{registry} {}
+  claim_service(std::string database_url, transaction_pooling pooling, metrics& registry)
+      : url_{std::move(database_url)}, pooling_{std::move(pooling)}, metrics_{registry} {}
 
   void operator()(std::string body, std::function<void(claim_reply)> done) {
     const auto started = std::chrono::steady_clock::now();
@@ -73,7 +73,7 @@ class claim_service {
       return reply;
     }
     try {
-      if (!db_) db_ = std::make_unique<blocking_claimer>(url_, pg_deadlines{});
+      if (!db_) db_ = std::make_unique<blocking_claimer>(url_, pg_deadlines{}, pooling_);
       reply.outcome = db_->claim(request);
     } catch (const std::exception& e) {
       db_.reset();
@@ -84,6 +84,7 @@ class claim_service {
   }
 
   std::string url_;
+  transaction_pooling pooling_;
   metrics& metrics_;
   std::unique_ptr<blocking_claimer> db_;
 };
@@ -158,10 +159,12 @@ double metric_value(const std::string& text, const std::string& series) {
   return std::stod(text.substr(at + series.size() + 2));
 }
 
-claim_handler claim_path(std::string database_url, metrics& registry) {
-  auto service = std::make_shared<claim_service>(std::move(database_url), registry);
+claim_handler claim_path(std::string database_url, transaction_pooling pooling, metrics& registry) {
+  auto service = std::make_shared<claim_service>(std::move(database_url), std::move(pooling), registry);
   return [service](std::string body, std::function<void(claim_reply)> done) { (*service)(std::move(body), std::move(done)); };
 }
+
+claim_handler claim_path(const test_database& db, metrics& registry) { return claim_path(db.url(), db.pooling(), registry); }
 
 readiness_probe always_ready() {
   return [](std::function<void(std::string)> answer) { answer(""); };
@@ -173,7 +176,7 @@ TEST_CASE("POST /v1/claims answers each outcome with its status code") {
   test_database db;
   db.make_campaign("signup", 2);
   metrics registry;
-  running_server srv{claim_path(db.url(), registry), always_ready(), registry};
+  running_server srv{claim_path(db, registry), always_ready(), registry};
   client c{srv.server.port()};
 
   auto first = c.post(message("alice"));
@@ -215,7 +218,7 @@ TEST_CASE("POST /v1/claims answers each outcome with its status code") {
 TEST_CASE("POST /v1/claims answers 503 with Retry-After while the database is unreachable") {
   metrics registry;
   // A port nothing listens on: a real connection failure, classified transient.
-  running_server srv{claim_path("postgresql://postgres@127.0.0.1:1/none?connect_timeout=2", registry),
+  running_server srv{claim_path("postgresql://postgres@127.0.0.1:1/none?connect_timeout=2", {}, registry),
                      always_ready(), registry};
   client c{srv.server.port()};
   auto r = c.post(message("alice"));
@@ -289,7 +292,7 @@ TEST_CASE("/metrics counters equal the database's counts after a run of claims")
   test_database db;
   db.make_campaign("signup", 20);
   metrics registry;
-  running_server srv{claim_path(db.url(), registry), always_ready(), registry};
+  running_server srv{claim_path(db, registry), always_ready(), registry};
   client c{srv.server.port()};
 
   // 30 distinct users for 20 codes, every tenth one delivered twice, and a few

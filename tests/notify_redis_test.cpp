@@ -21,7 +21,7 @@ using namespace std::chrono_literals;
 namespace {
 
 void claim_users(const test_database& db, int users) {
-  blocking_claimer engine{db.url(), {}};
+  blocking_claimer engine{db.url(), {}, db.pooling()};
   for (int i = 1; i <= users; ++i) {
     const auto outcome = engine.claim({"signup", fmt::format("user-{}", i), {}});
     REQUIRE_MESSAGE(outcome.status == claim_status::claimed, to_json_line(outcome));
@@ -64,7 +64,7 @@ TEST_CASE("the redis sink adds one stream entry per notification, carrying its i
   claim_users(db, 5);
   redis_server redis;
   metrics registry;
-  outbox_dispatcher dispatcher{db.url(), fast_redis(redis.endpoint().url()), registry};
+  outbox_dispatcher dispatcher{db.url(), fast_redis(redis.endpoint().url()), registry, db.pooling()};
   CHECK_MESSAGE(dispatcher.drain_once() == 5, "five deliveries in one pass");
 
   const auto entries = stream_entries(redis.endpoint(), "test:notifications");
@@ -97,7 +97,7 @@ TEST_CASE("with Redis down, attempts fail and are retried; nothing is marked sen
   metrics registry;
   auto config = fast_redis(url);
   config.max_attempts = 2;
-  outbox_dispatcher dispatcher{db.url(), config, registry};
+  outbox_dispatcher dispatcher{db.url(), config, registry, db.pooling()};
   CHECK_MESSAGE(dispatcher.drain_once() == 3, "each attempted once");
   CHECK_MESSAGE(db.count("SELECT count(*) FROM notification_outbox WHERE status = 'pending' AND attempts = 1 "
                          "AND last_error LIKE '%redis%'") == 3,

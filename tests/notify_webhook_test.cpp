@@ -47,7 +47,7 @@ notify_config fast_webhook(const webhook_receiver& receiver, int max_attempts = 
 }
 
 void claim_users(const test_database& db, int users, int first = 1) {
-  blocking_claimer engine{db.url(), {}};
+  blocking_claimer engine{db.url(), {}, db.pooling()};
   const std::string campaign = "signup";
   for (int i = first; i < first + users; ++i) {
     const auto outcome = engine.claim({campaign, fmt::format("user-{}", i), {}});
@@ -84,7 +84,7 @@ TEST_CASE("a receiver that fails the first two attempts gets every notification,
   claim_users(db, 6);
   webhook_receiver receiver{fail_first_two};
   metrics registry;
-  outbox_dispatcher dispatcher{db.url(), fast_webhook(receiver), registry};
+  outbox_dispatcher dispatcher{db.url(), fast_webhook(receiver), registry, db.pooling()};
   drain_until_settled(db, dispatcher);
 
   const auto requests = receiver.requests();
@@ -126,7 +126,7 @@ TEST_CASE("a receiver that always fails leaves the notification failed after the
   claim_users(db, 4);
   webhook_receiver receiver{always_fail};
   metrics registry;
-  outbox_dispatcher dispatcher{db.url(), fast_webhook(receiver, /*max_attempts=*/3), registry};
+  outbox_dispatcher dispatcher{db.url(), fast_webhook(receiver, /*max_attempts=*/3), registry, db.pooling()};
   drain_until_settled(db, dispatcher);
 
   CHECK_MESSAGE(db.count("SELECT count(*) FROM notification_outbox WHERE status = 'failed' AND attempts = 3 "
@@ -162,7 +162,7 @@ TEST_CASE("a failed attempt waits for a capped exponential backoff") {
   auto config = fast_webhook(receiver, /*max_attempts=*/10);
   config.backoff_base = 10s;
   config.backoff_cap = 25s;
-  outbox_dispatcher dispatcher{db.url(), config, registry};
+  outbox_dispatcher dispatcher{db.url(), config, registry, db.pooling()};
   // Expected waits after attempts 1, 2, 3, 4: 10 s, 20 s, then the cap.
   for (const double expected : {10.0, 20.0, 25.0, 25.0}) {
     CHECK_MESSAGE(dispatcher.drain_once() == 1, "the due notification is attempted");
@@ -180,7 +180,7 @@ TEST_CASE("the dispatcher thread delivers claims as they are made, and stop() re
   db.make_campaign("signup", 10);
   webhook_receiver receiver{always_accept};
   metrics registry;
-  outbox_dispatcher dispatcher{db.url(), fast_webhook(receiver), registry};
+  outbox_dispatcher dispatcher{db.url(), fast_webhook(receiver), registry, db.pooling()};
   dispatcher.start();
   claim_users(db, 3);
   const bool all = receiver.wait_until([](const auto& seen) { return seen.size() >= 3; });
@@ -198,7 +198,7 @@ TEST_CASE("the dispatcher thread survives losing its database connection" * doct
   db.make_campaign("signup", 10);
   webhook_receiver receiver{always_accept};
   metrics registry;
-  outbox_dispatcher dispatcher{db.url(), fast_webhook(receiver), registry};
+  outbox_dispatcher dispatcher{db.url(), fast_webhook(receiver), registry, db.pooling()};
   dispatcher.start();
   claim_users(db, 2);
   // Wait for the marks, not the receiver: a delivery whose mark the fault
@@ -224,7 +224,7 @@ TEST_CASE("two dispatchers on one outbox deliver each notification exactly once 
   metrics registry;
   auto config = fast_webhook(receiver);
   config.batch_size = 7;  // many small leases, so the two interleave
-  outbox_dispatcher a{db.url(), config, registry}, b{db.url(), config, registry};
+  outbox_dispatcher a{db.url(), config, registry, db.pooling()}, b{db.url(), config, registry, db.pooling()};
   std::thread ta{[&] { a.drain_once(); }};
   std::thread tb{[&] { b.drain_once(); }};
   ta.join();
@@ -246,7 +246,7 @@ TEST_CASE("a delivery whose mark was lost is delivered again with the same idemp
   claim_users(db, 1);
   webhook_receiver receiver{always_accept};
   metrics registry;
-  outbox_dispatcher dispatcher{db.url(), fast_webhook(receiver), registry};
+  outbox_dispatcher dispatcher{db.url(), fast_webhook(receiver), registry, db.pooling()};
   // Another dispatcher holds the row's lease (it took the row and then died).
   auto conn = db.connect();
   {

@@ -181,8 +181,8 @@ asio::awaitable<void> claim_core::advance_marks(pg_connection& conn, const claim
   }
 }
 
-blocking_claimer::blocking_claimer(std::string conninfo, pg_deadlines deadlines)
-    : conn_{io_, std::move(conninfo), deadlines} {}
+blocking_claimer::blocking_claimer(std::string conninfo, pg_deadlines deadlines, transaction_pooling pooling)
+    : conn_{io_, std::move(conninfo), deadlines, std::move(pooling)} {}
 
 blocking_claimer::~blocking_claimer() = default;
 

@@ -125,7 +125,7 @@ class claim_core {
 // is thrown as it is (a pg_error, whose kind gives the exit status).
 class blocking_claimer {
  public:
-  blocking_claimer(std::string conninfo, pg_deadlines deadlines);
+  blocking_claimer(std::string conninfo, pg_deadlines deadlines, transaction_pooling pooling = {});
   ~blocking_claimer();
 
   claim_outcome claim(const claim_request& request);

@@ -26,8 +26,9 @@ void add_common(po::options_description& desc, common_flags& flags) {
        "the URL goes through a transaction-pooling PgBouncer: unnamed statements only, LISTEN only "
        "on --listen-url (env VOUCHERD_TRANSACTION_POOLER=1)")
       ("listen-url", po::value(&flags.listen_url),
-       "a URL straight to Postgres for LISTEN when the main one is pooled; without it a pooled "
-       "worker polls (env VOUCHERD_LISTEN_URL)")
+       "a URL straight to Postgres for LISTEN (and migrate) when the main one is pooled; what it leaves "
+       "out (database, user, password) comes from the main URL; without it a pooled worker polls "
+       "(env VOUCHERD_LISTEN_URL)")
       ("statement-timeout-ms", po::value(&flags.statement_timeout_ms),
        "server-side bound on each statement, 0 = none (env VOUCHERD_STATEMENT_TIMEOUT_MS; "
        "default 5000, 0 for migrate/import/generate)")
@@ -128,7 +129,19 @@ common_options resolve_common(const common_flags& flags, std::string_view comman
   db.connect_timeout = pick_ms(flags.connect_timeout_ms, "VOUCHERD_CONNECT_TIMEOUT_MS",
                                connection_settings::k_default_connect_timeout, "connect-timeout-ms");
   o.database_url = db.conninfo();
+  o.pooling = transaction_pooling::of(db);
   return o;
+}
+
+db_session open_session(const common_options& o) { return db_session{o.database_url, o.pooling}; }
+
+db_session open_migration_session(const common_options& o) {
+  if (!o.pooling.enabled) return db_session{o.database_url};
+  if (o.pooling.listen_conninfo.empty())
+    throw voucherd_error{failure_kind::config,
+                         "migrate holds a lock across transactions, which a transaction pooler does not keep: "
+                         "give it a direct URL (--listen-url, or without --transaction-pooler)"};
+  return db_session{o.pooling.listen_conninfo};
 }
 
 bool parse(const args& a, const std::string& usage, po::options_description& desc,

@@ -9,6 +9,7 @@
 #include <boost/program_options.hpp>
 
 #include "db/connection_settings.hpp"
+#include "db/session.hpp"
 
 namespace voucherd::cli {
 
@@ -36,6 +37,7 @@ struct common_options {
   // merged with the timeouts into one libpq connection string.
   std::string database_url;
   connection_settings db;
+  transaction_pooling pooling;  // transaction_pooling::of(db)
 };
 
 // Options every subcommand takes; add them to a description with add_common().
@@ -51,6 +53,13 @@ common_options resolve_common(const common_flags& flags, std::string_view comman
 // URL" -> "cannot read the database URL file PATH"); the content is never
 // echoed. Throws voucherd_error(config) when unreadable or empty.
 std::string read_secret_line(const std::string& path, std::string_view what);
+// A libpqxx session on the command's database: statements prepared, or,
+// behind a transaction pooler, run unnamed.
+db_session open_session(const common_options& o);
+// The same for migrate, whose advisory lock is held across transactions (a
+// session a transaction pooler does not keep): behind one it goes to
+// --listen-url, the direct URL, and without one it is refused (config).
+db_session open_migration_session(const common_options& o);
 
 // Parses `a` against desc (+ positional names, in order). Prints help and
 // returns false on --help. Throws voucherd_error(usage) on a bad call.

@@ -62,10 +62,10 @@ int run_claim(const args& a) {
   const auto common = resolve_common(url_flag, "claim");
   claim_outcome outcome;
   if (strategy == k_default_strategy) {
-    blocking_claimer claimer{common.database_url, pg_deadlines::of(common.db)};
+    blocking_claimer claimer{common.database_url, pg_deadlines::of(common.db), common.pooling};
     outcome = claimer.claim(request);
   } else {
-    db_session db{common.database_url};
+    auto db = open_session(common);
     outcome = make_strategy(strategy, db, options)->claim(request);
   }
   print_line(to_json_line(outcome));
@@ -99,7 +99,7 @@ int run_claim_batch(const args& a) {
   std::istream& in = path == "-" ? std::cin : file;
 
   const auto common = resolve_common(url_flag, "claim-batch");
-  blocking_claimer claimer{common.database_url, pg_deadlines::of(common.db)};
+  blocking_claimer claimer{common.database_url, pg_deadlines::of(common.db), common.pooling};
   std::vector<claim_request> batch;
   std::size_t done = 0;
   auto flush = [&] {

@@ -39,7 +39,7 @@ std::string with_campaign(std::string line, const std::string& campaign) {
 
 class pg_sink {
  public:
-  explicit pg_sink(const std::string& url) : db_{url} {}
+  explicit pg_sink(const common_options& common) : db_{open_session(common)} {}
   void put(const std::vector<std::string>& bodies) { enqueue_messages(db_.conn(), bodies); }
 
  private:
@@ -98,7 +98,7 @@ int run_enqueue(const args& a) {
 
   std::unique_ptr<pg_sink> pg;
   std::unique_ptr<redis_sink> redis;
-  if (source == "pg") pg = std::make_unique<pg_sink>(resolve_common(url_flag, "enqueue").database_url);
+  if (source == "pg") pg = std::make_unique<pg_sink>(resolve_common(url_flag, "enqueue"));
   else redis = std::make_unique<redis_sink>(redis_url, stream);
 
   std::vector<std::string> chunk;

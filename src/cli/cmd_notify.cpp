@@ -78,7 +78,7 @@ int run_notify(const args& a) {
   config.listen_url = common.db.listen_conninfo();
   config.validate();
   if (vm.count("requeue-failed")) {
-    db_session db{database_url};
+    auto db = open_session(common);
     pqxx::work txn{db.conn()};
     const auto requeued = exec(txn, sql::outbox_requeue_failed, requeue_campaign).size();
     txn.commit();
@@ -87,7 +87,7 @@ int run_notify(const args& a) {
     print_json(line);
   }
   if (vm.count("once")) {
-    outbox_dispatcher dispatcher{database_url, config, registry};
+    outbox_dispatcher dispatcher{database_url, config, registry, common.pooling};
     const auto attempts = dispatcher.drain_once();
     boost::json::object summary;
     summary["attempts"] = attempts;
@@ -103,7 +103,7 @@ int run_notify(const args& a) {
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  outbox_dispatcher dispatcher{database_url, config, registry};
+  outbox_dispatcher dispatcher{database_url, config, registry, common.pooling};
   dispatcher.start();
   say(fmt::format("notify: delivering through {} until SIGINT/SIGTERM", notify));
   int received = 0;

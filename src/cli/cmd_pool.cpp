@@ -26,7 +26,7 @@ int run_migrate(const args& a) {
   po::variables_map vm;
   if (!parse(a, "voucherd migrate [--dir DIR]", desc, {}, vm)) return k_exit_ok;
   const auto files = dir.empty() ? embedded_migrations() : read_migration_dir(dir);
-  db_session db{resolve_common(url_flag, "migrate", db_profile::maintenance).database_url};
+  auto db = open_migration_session(resolve_common(url_flag, "migrate", db_profile::maintenance));
   const auto report = apply_migrations(db.conn(), files);
   boost::json::object out;
   out["status"] = "ok";
@@ -59,7 +59,7 @@ int run_campaign(const args& a) {
   if (!parse(args(a.begin() + 1, a.end()), "voucherd campaign create NAME [--starts-at T] [--ends-at T]", desc,
              {"name"}, vm))
     return k_exit_ok;
-  db_session db{resolve_common(url_flag, "campaign").database_url};
+  auto db = open_session(resolve_common(url_flag, "campaign"));
   try {
     print_json(create_campaign(db.conn(), spec));
   } catch (const voucherd_error& e) {
@@ -97,7 +97,7 @@ int run_import(const args& a) {
   if (!parse(a, "voucherd import --campaign NAME FILE", desc, {"file"}, vm)) return k_exit_ok;
   std::ifstream file;
   std::istream& in = open_input(path, file);
-  db_session db{resolve_common(url_flag, "import", db_profile::maintenance).database_url};
+  auto db = open_session(resolve_common(url_flag, "import", db_profile::maintenance));
   const auto report = import_codes(db.conn(), campaign, in, [](std::size_t lines) {
     say(fmt::format("import: {} lines read", lines));
   });
@@ -150,7 +150,7 @@ int run_generate(const args& a) {
                          fmt::format("--count {} is more than half of the {} possible codes of length {}; "
                                      "use a longer --length",
                                      count, possible, length)};
-  db_session db{resolve_common(url_flag, "generate", db_profile::maintenance).database_url};
+  auto db = open_session(resolve_common(url_flag, "generate", db_profile::maintenance));
   const auto added = generate_codes(db.conn(), campaign, count, length, [](std::size_t n) {
     say(fmt::format("generate: {} codes made", n));
   });
@@ -172,10 +172,10 @@ int run_stats(const args& a) {
   po::variables_map vm;
   if (!parse(a, "voucherd stats --campaign NAME", desc, {}, vm)) return k_exit_ok;
   const auto config = resolve_retention(retention);
-  const auto url = resolve_common(url_flag, "stats").database_url;
-  db_session db{url};
+  const auto common = resolve_common(url_flag, "stats");
+  auto db = open_session(common);
   auto stats = campaign_stats(db.conn(), campaign);
-  const auto waiting = retention_pruner{url, config}.read_backlog();
+  const auto waiting = retention_pruner{common.database_url, config, common.pooling}.read_backlog();
   boost::json::object prunable;
   for (const auto kind : k_retained_kinds) prunable[to_string(kind)] = waiting.prunable[static_cast<std::size_t>(kind)];
   stats["prunable"] = std::move(prunable);

@@ -28,7 +28,8 @@ int run_prune(const args& a) {
              desc, {}, vm))
     return k_exit_ok;
   const auto config = resolve_retention(retention);
-  retention_pruner pruner{resolve_common(url_flag, "prune").database_url, config};
+  const auto common = resolve_common(url_flag, "prune");
+  retention_pruner pruner{common.database_url, config, common.pooling};
 
   using clock = std::chrono::steady_clock;
   const auto started = clock::now();

@@ -164,6 +164,7 @@ int run_worker(const args& a) {
   config.prune_every = parse_age(prune_every, "--prune-every");
   config.retention = resolve_retention(retention);
   config.deadlines = pg_deadlines::of(common.db);
+  config.pooling = transaction_pooling::of(common.db);
   config.source = parse_source(source);
   if (config.campaign.empty()) config.campaign = env_or(k_env_campaign, "");
   config.concurrency = vm.count("concurrency") ? concurrency

@@ -31,21 +31,39 @@ std::string whole_seconds(std::chrono::milliseconds d) { return std::to_string((
 
 }  // namespace
 
-std::map<std::string, std::string> connection_settings::merged() const {
+namespace {
+
+// The settings a URL (or keyword string) gives, by libpq keyword.
+std::map<std::string, std::string> settings_of(const std::string& url, const char* what) {
   std::map<std::string, std::string> given;
-  if (!url.empty()) {
-    char* error = nullptr;
-    std::unique_ptr<PQconninfoOption, decltype(&PQconninfoFree)> parsed{PQconninfoParse(url.c_str(), &error),
-                                                                         &PQconninfoFree};
-    if (!parsed) {
-      std::string why = error ? error : "out of memory";
-      if (error) PQfreemem(error);
-      while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
-      throw voucherd_error{failure_kind::usage, fmt::format("cannot read the database URL: {}", why)};
-    }
-    for (auto* o = parsed.get(); o->keyword; ++o)
-      if (o->val) given[o->keyword] = o->val;
+  if (url.empty()) return given;
+  char* error = nullptr;
+  std::unique_ptr<PQconninfoOption, decltype(&PQconninfoFree)> parsed{PQconninfoParse(url.c_str(), &error),
+                                                                       &PQconninfoFree};
+  if (!parsed) {
+    std::string why = error ? error : "out of memory";
+    if (error) PQfreemem(error);
+    while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
+    throw voucherd_error{failure_kind::usage, fmt::format("cannot read the {}: {}", what, why)};
   }
+  for (auto* o = parsed.get(); o->keyword; ++o)
+    if (o->val) given[o->keyword] = o->val;
+  return given;
+}
+
+std::string keyword_string(const std::map<std::string, std::string>& settings) {
+  std::string out;
+  for (const auto& [key, value] : settings) {
+    if (!out.empty()) out += ' ';
+    out += key + "=" + quoted(value);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::map<std::string, std::string> connection_settings::merged() const {
+  std::map<std::string, std::string> given = settings_of(url, "database URL");
   // libpq's environment (PGOPTIONS, PGAPPNAME, PGCONNECT_TIMEOUT, ...)
   // stands where the URL is silent, as it would without us: writing our
   // defaults into the string would otherwise override it.
@@ -67,7 +85,9 @@ std::map<std::string, std::string> connection_settings::merged() const {
   fallback("keepalives_interval", std::to_string(k_keepalives_interval_s));
   fallback("keepalives_count", std::to_string(k_keepalives_count));
   // Server-side bounds as startup options; the URL's own options come last
-  // so that its -c settings win.
+  // so that its -c settings win. A pooler refuses them: a pooled connection
+  // sets them per transaction (transaction_pooling).
+  if (pooled) return settings;
   std::string options = fmt::format("-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={}",
                                     statement_timeout.count(), lock_timeout.count(),
                                     idle_in_transaction_timeout.count());
@@ -76,25 +96,30 @@ std::map<std::string, std::string> connection_settings::merged() const {
   return settings;
 }
 
-std::string connection_settings::conninfo() const {
-  std::string out;
-  for (const auto& [key, value] : merged()) {
-    if (!out.empty()) out += ' ';
-    out += key + "=" + quoted(value);
-  }
-  return out;
+std::string connection_settings::listen_conninfo() const {
+  if (!pooled) return conninfo();
+  if (listen_url.empty()) return "";
+  // listen_url's settings over the main URL's: typically only host and port
+  // differ, and the database, user and password stay those of the URL.
+  auto settings = settings_of(url, "database URL");
+  for (auto& [key, value] : settings_of(listen_url, "listen URL")) settings[key] = value;
+  auto direct = *this;
+  direct.url = keyword_string(settings);
+  direct.pooled = false;
+  return direct.conninfo();
 }
 
-std::string connection_settings::listen_conninfo() const {
-  if (!listen_url.empty()) {
-    connection_settings direct = *this;
-    direct.url = listen_url;
-    direct.listen_url.clear();
-    direct.pooled = false;
-    return direct.conninfo();
-  }
-  return pooled ? std::string{} : conninfo();
+transaction_pooling transaction_pooling::of(const connection_settings& s) {
+  if (!s.pooled) return {};
+  return {true, s.statement_timeout, s.lock_timeout, s.idle_in_transaction_timeout, s.listen_conninfo()};
 }
+
+std::vector<std::string> transaction_pooling::bounds() const {
+  return {std::to_string(statement_timeout.count()), std::to_string(lock_timeout.count()),
+          std::to_string(idle_in_transaction_timeout.count())};
+}
+
+std::string connection_settings::conninfo() const { return keyword_string(merged()); }
 
 namespace {
 

@@ -51,8 +51,9 @@ int pg_rows::column(const char* name) const {
   return c;
 }
 
-pg_connection::pg_connection(asio::io_context& io, std::string conninfo, pg_deadlines deadlines)
-    : io_{io}, url_{std::move(conninfo)}, deadlines_{deadlines} {}
+pg_connection::pg_connection(asio::io_context& io, std::string conninfo, pg_deadlines deadlines,
+                             transaction_pooling pooling)
+    : io_{io}, url_{std::move(conninfo)}, deadlines_{deadlines}, pooling_{std::move(pooling)} {}
 
 pg_connection::~pg_connection() { close(); }
 
@@ -60,6 +61,7 @@ bool pg_connection::is_open() const { return conn_ && socket_ && PQstatus(conn_)
 
 void pg_connection::close() {
   deferred_.clear();
+  listener_.reset();
   watch_->active = false;
   watch_->socket = nullptr;
   if (watchdog_) watchdog_->cancel();
@@ -163,7 +165,8 @@ asio::awaitable<void> pg_connection::wait(bool for_write, std::string_view state
 asio::awaitable<void> pg_connection::prepare(const sql_statement& statement) {
   // Prepared on first use (like libpqxx): some catalog statements name
   // temporary tables that exist only inside the command that uses them.
-  if (prepared_.contains(statement.name)) co_return;
+  // Behind a pooler never: send() runs it unnamed.
+  if (pooling_.enabled || prepared_.contains(statement.name)) co_return;
   arm();
   if (!PQsendPrepare(conn_, statement.name_str().c_str(), statement.text_str().c_str(), 0, nullptr))
     throw lost(statement.name);
@@ -177,13 +180,22 @@ void pg_connection::defer(const sql_statement& statement, std::vector<pg_param> 
 
 void pg_connection::defer_simple(const sql_statement& statement) { deferred_.push_back({&statement, {}, false}); }
 
+void pg_connection::bound_transaction() {
+  if (!pooling_.enabled || PQtransactionStatus(conn_) != PQTRANS_IDLE) return;
+  if (!deferred_.empty() && deferred_.front().statement == &sql::transaction_bounds) return;
+  const auto bounds = pooling_.bounds();
+  deferred_.insert(deferred_.begin(), queued{&sql::transaction_bounds, {bounds.begin(), bounds.end()}, true});
+}
+
 bool pg_connection::send(const queued& q) {
   if (!q.prepared) return PQsendQueryParams(conn_, q.statement->text_str().c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0);
   std::vector<const char*> values;
   values.reserve(q.params.size());
   for (const auto& p : q.params) values.push_back(p ? p->c_str() : nullptr);
-  return PQsendQueryPrepared(conn_, q.statement->name_str().c_str(), static_cast<int>(values.size()), values.data(),
-                             nullptr, nullptr, 0);
+  const int n = static_cast<int>(values.size());
+  if (pooling_.enabled)
+    return PQsendQueryParams(conn_, q.statement->text_str().c_str(), n, nullptr, values.data(), nullptr, nullptr, 0);
+  return PQsendQueryPrepared(conn_, q.statement->name_str().c_str(), n, values.data(), nullptr, nullptr, 0);
 }
 
 asio::awaitable<void> pg_connection::rollback() {
@@ -242,6 +254,7 @@ asio::awaitable<pg_rows> pg_connection::run_pipeline(queued last) {
 
 asio::awaitable<pg_rows> pg_connection::exec(const sql_statement& statement, std::vector<pg_param> params) {
   if (!is_open()) throw lost(statement.name, "not connected");
+  bound_transaction();
   if (!deferred_.empty()) {
     // A named local, not a braced temporary in the co_await: GCC 12 destroys
     // such temporaries twice.
@@ -257,6 +270,7 @@ asio::awaitable<pg_rows> pg_connection::exec(const sql_statement& statement, std
 
 asio::awaitable<void> pg_connection::exec_simple(const sql_statement& statement) {
   if (!is_open()) throw lost(statement.name, "not connected");
+  bound_transaction();
   if (!deferred_.empty()) {
     queued last{&statement, {}, false};
     co_await run_pipeline(std::move(last));
@@ -325,7 +339,21 @@ pg_error pg_connection::error_of(PGresult* r, std::string_view statement) const 
       .with_constraint(constraint ? constraint : "");
 }
 
+asio::awaitable<void> pg_connection::listen(const sql_statement& statement) {
+  if (!pooling_.enabled) {
+    co_await exec_simple(statement);
+    co_return;
+  }
+  listener_.reset();
+  if (pooling_.listen_conninfo.empty()) co_return;
+  auto direct = std::make_unique<pg_connection>(io_, pooling_.listen_conninfo, deadlines_);
+  co_await direct->connect();
+  co_await direct->exec_simple(statement);
+  listener_ = std::move(direct);
+}
+
 bool pg_connection::take_notifications() {
+  if (listener_) return listener_->take_notifications();
   if (!conn_) return false;
   PQconsumeInput(conn_);
   bool any = false;
@@ -337,6 +365,10 @@ bool pg_connection::take_notifications() {
 }
 
 asio::awaitable<void> pg_connection::wait_readable(std::chrono::milliseconds timeout) {
+  if (listener_) {
+    co_await listener_->wait_readable(timeout);
+    co_return;
+  }
   if (!is_open()) co_return;
   asio::steady_timer timer{io_, timeout};
   co_await (socket_->async_wait(asio::posix::descriptor_base::wait_read, asio::as_tuple(use_awaitable)) ||

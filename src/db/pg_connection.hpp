@@ -27,6 +27,12 @@
 //    half-open network) is thus treated as a lost connection: the claimer
 //    drops it and reconnects, and the server rolls the dropped transaction
 //    back once it notices (its row locks go with it);
+//  - behind a transaction pooler (transaction_pooling::enabled) statements
+//    go unnamed, each pipeline that opens a transaction starts with
+//    sql/transaction_bounds.sql (same round trip), and listen() subscribes
+//    on a separate direct connection, or nowhere (wait_readable() then only
+//    sleeps: a poll); see db/connection_settings.hpp. A direct connection
+//    takes none of these branches;
 //  - one statement at a time: the caller (one claimer coroutine) owns it.
 #include <chrono>
 #include <cstdint>
@@ -107,7 +113,8 @@ using pg_param = std::optional<std::string>;
 class pg_connection {
  public:
   // conninfo: a libpq connection string (connection_settings::conninfo()).
-  pg_connection(asio::io_context& io, std::string conninfo, pg_deadlines deadlines = {});
+  pg_connection(asio::io_context& io, std::string conninfo, pg_deadlines deadlines = {},
+                transaction_pooling pooling = {});
   ~pg_connection();
   pg_connection(const pg_connection&) = delete;
   pg_connection& operator=(const pg_connection&) = delete;
@@ -122,6 +129,11 @@ class pg_connection {
   void defer_simple(const sql_statement& statement);
   asio::awaitable<void> rollback();
 
+  // Runs a LISTEN statement where notifications can reach this connection:
+  // on it when direct; behind a pooler on a direct connection to
+  // pooling.listen_conninfo (opened here, closed with this one), or, without
+  // one, nowhere.
+  asio::awaitable<void> listen(const sql_statement& statement);
   // True when a NOTIFY arrived since the last call (drains libpq's queue).
   bool take_notifications();
   // Waits until the server sends something (a NOTIFY) or the timeout passes.
@@ -136,6 +148,9 @@ class pg_connection {
     bool prepared;
   };
   asio::awaitable<void> prepare(const sql_statement& statement);
+  // Behind a pooler, a statement about to open a transaction (explicit or
+  // the pipeline's implicit one) gets transaction_bounds queued ahead of it.
+  void bound_transaction();
   // A connection that could not be opened: config or transient by libpq's
   // message (classify_connect_failure), lost_connection() true.
   static pg_error connect_failure(const std::string& why);
@@ -161,6 +176,8 @@ class pg_connection {
   asio::io_context& io_;
   std::string url_;
   pg_deadlines deadlines_;
+  transaction_pooling pooling_;
+  std::unique_ptr<pg_connection> listener_;  // behind a pooler: where LISTEN went
   // Shared with the watchdog's handler, which may run after this object is
   // gone (a timer cancelled by its destruction still calls its handler).
   struct watch {

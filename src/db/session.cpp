@@ -9,7 +9,7 @@
 
 namespace voucherd {
 
-db_session::db_session(const std::string& url) : conninfo_{url} {
+db_session::db_session(const std::string& url, const transaction_pooling& pooling) : conninfo_{url} {
   try {
     conn_ = std::make_unique<pqxx::connection>(url);
   } catch (const pqxx::broken_connection& e) {
@@ -17,6 +17,7 @@ db_session::db_session(const std::string& url) : conninfo_{url} {
     while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
     throw voucherd_error{classify_connect_failure(why), fmt::format("cannot connect to the database: {}", why)};
   }
+  if (pooling.enabled) return;
   for (const sql_statement* s : sql::all()) conn_->prepare(s->name_str(), s->text_str());
 }
 

@@ -72,12 +72,12 @@ std::string format_age(std::chrono::seconds age) {
 }
 
 struct retention_pruner::connection {
-  explicit connection(const std::string& url) : session{url} {}
+  connection(const std::string& url, const transaction_pooling& pooling) : session{url, pooling} {}
   db_session session;
 };
 
-retention_pruner::retention_pruner(std::string conninfo, retention_config config)
-    : conninfo_{std::move(conninfo)}, config_{config} {
+retention_pruner::retention_pruner(std::string conninfo, retention_config config, transaction_pooling pooling)
+    : conninfo_{std::move(conninfo)}, config_{config}, pooling_{std::move(pooling)} {
   config_.validate();
 }
 
@@ -86,7 +86,7 @@ retention_pruner::~retention_pruner() = default;
 retention_pruner::connection& retention_pruner::db() {
   if (!db_ || !db_->session.is_open()) {
     db_.reset();
-    db_ = std::make_unique<connection>(conninfo_);
+    db_ = std::make_unique<connection>(conninfo_, pooling_);
   }
   return *db_;
 }

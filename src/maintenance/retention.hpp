@@ -45,6 +45,7 @@
 #include <string>
 
 #include "claim/metrics.hpp"
+#include "db/connection_settings.hpp"
 
 namespace voucherd {
 
@@ -95,7 +96,7 @@ class retention_pruner {
 
   // conninfo: a libpq connection string; opened on first use, reopened
   // after a failure.
-  retention_pruner(std::string conninfo, retention_config config);
+  retention_pruner(std::string conninfo, retention_config config, transaction_pooling pooling = {});
   ~retention_pruner();
 
   // Sweeps each kind in turn until a batch finds nothing more to delete (or
@@ -112,6 +113,7 @@ class retention_pruner {
 
   std::string conninfo_;
   retention_config config_;
+  transaction_pooling pooling_;
   std::unique_ptr<connection> db_;
 };
 

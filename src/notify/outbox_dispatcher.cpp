@@ -52,12 +52,13 @@ std::chrono::milliseconds jittered(std::chrono::milliseconds d) {
 }  // namespace
 
 struct outbox_dispatcher::connection {
-  explicit connection(const std::string& url) : session{url} {}
+  connection(const std::string& url, const transaction_pooling& pooling) : session{url, pooling} {}
   db_session session;
 };
 
-outbox_dispatcher::outbox_dispatcher(std::string database_url, notify_config config, metrics& registry)
-    : database_url_{std::move(database_url)}, config_{std::move(config)}, metrics_{registry} {
+outbox_dispatcher::outbox_dispatcher(std::string database_url, notify_config config, metrics& registry,
+                                     transaction_pooling pooling)
+    : database_url_{std::move(database_url)}, pooling_{std::move(pooling)}, config_{std::move(config)}, metrics_{registry} {
   config_.validate();
   sink_ = make_sink(config_);
 }
@@ -142,7 +143,7 @@ void outbox_dispatcher::run() {
 outbox_dispatcher::pass_result outbox_dispatcher::pass(const std::atomic<bool>* stop_requested) {
   if (!db_ || !db_->session.is_open()) {
     db_.reset();
-    db_ = std::make_unique<connection>(database_url_);
+    db_ = std::make_unique<connection>(database_url_, pooling_);
   }
   auto& conn = db_->session.conn();
   const auto lease = sink_->worst_case() * static_cast<long>(config_.batch_size) + k_lease_margin;

@@ -58,6 +58,7 @@
 
 #include "claim/metrics.hpp"
 #include "common/wake_event.hpp"
+#include "db/connection_settings.hpp"
 
 namespace voucherd {
 
@@ -118,7 +119,9 @@ class pg_listener;
 
 class outbox_dispatcher {
  public:
-  outbox_dispatcher(std::string database_url, notify_config config, metrics& registry);
+  // pooling: behind a transaction pooler its session prepares nothing.
+  outbox_dispatcher(std::string database_url, notify_config config, metrics& registry,
+                    transaction_pooling pooling = {});
   ~outbox_dispatcher();  // stop()s
   outbox_dispatcher(const outbox_dispatcher&) = delete;
   outbox_dispatcher& operator=(const outbox_dispatcher&) = delete;
@@ -152,6 +155,7 @@ class outbox_dispatcher {
   void idle(std::chrono::milliseconds longest);
 
   std::string database_url_;
+  transaction_pooling pooling_;
   notify_config config_;
   metrics& metrics_;
   std::unique_ptr<notification_sink> sink_;

@@ -39,7 +39,7 @@ std::string pg_array_literal(const std::vector<std::optional<std::string>>& elem
 }
 
 asio::awaitable<void> pg_queue_source::on_connect(pg_connection& conn) {
-  co_await conn.exec_simple(sql::queue_listen);
+  co_await conn.listen(sql::queue_listen);
 }
 
 namespace {

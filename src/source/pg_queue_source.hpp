@@ -12,7 +12,9 @@
 //
 // Idle claimers sleep on their connection's socket, subscribed to the
 // voucherd_queue channel that `voucherd enqueue` notifies after each commit
-// (LISTEN/NOTIFY), with k_idle_wait as a safety net, not a busy poll.
+// (LISTEN/NOTIFY), with k_idle_wait as a safety net, not a busy poll. Behind
+// a transaction pooler they listen on a direct connection of their own
+// (--listen-url), or, without one, look again every k_idle_wait.
 #include <pqxx/connection>
 
 #include "source/message_source.hpp"

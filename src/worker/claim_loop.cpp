@@ -283,7 +283,7 @@ asio::awaitable<void> claim_loop::give_up(pg_connection& conn, message_source& s
 }
 
 asio::awaitable<void> claim_loop::run(asio::io_context& ctx, message_source& src, int index) {
-  pg_connection conn{ctx, config_.database_url, config_.deadlines};
+  pg_connection conn{ctx, config_.database_url, config_.deadlines, config_.pooling};
   backoff retry{seed_ + static_cast<std::uint64_t>(index)};
   std::mt19937_64 rng{seed_ ^ static_cast<std::uint64_t>(index * 7919)};
   const auto claimer_name = fmt::format("{}-{}", src.name(), index);

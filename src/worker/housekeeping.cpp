@@ -6,9 +6,9 @@
 
 namespace voucherd {
 
-housekeeping::housekeeping(std::string conninfo, retention_config retention, std::chrono::seconds prune_every,
-                           bool refresh_gauges, metrics& registry)
-    : pruner_{std::move(conninfo), retention}, prune_every_{prune_every}, refresh_gauges_{refresh_gauges},
+housekeeping::housekeeping(std::string conninfo, transaction_pooling pooling, retention_config retention,
+                           std::chrono::seconds prune_every, bool refresh_gauges, metrics& registry)
+    : pruner_{std::move(conninfo), retention, std::move(pooling)}, prune_every_{prune_every}, refresh_gauges_{refresh_gauges},
       metrics_{registry} {}
 
 housekeeping::~housekeeping() { stop(); }

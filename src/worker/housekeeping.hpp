@@ -22,8 +22,8 @@ class housekeeping {
   static constexpr std::chrono::seconds k_gauge_period{5};
 
   // prune_every 0 = no pruning; refresh_gauges: whether anyone reads them (--http).
-  housekeeping(std::string conninfo, retention_config retention, std::chrono::seconds prune_every,
-               bool refresh_gauges, metrics& registry);
+  housekeeping(std::string conninfo, transaction_pooling pooling, retention_config retention,
+               std::chrono::seconds prune_every, bool refresh_gauges, metrics& registry);
   ~housekeeping();  // stop()s
 
   void start();

@@ -20,7 +20,7 @@ void http_surface::start() {
     asio::co_spawn(
         io_,
         [this, answer]() -> asio::awaitable<void> {
-          pg_connection probe_conn{io_, config_.database_url, config_.deadlines};
+          pg_connection probe_conn{io_, config_.database_url, config_.deadlines, config_.pooling};
           std::string why_not;
           try {
             co_await probe_conn.connect();

@@ -132,7 +132,8 @@ int worker::run() {
   if (!s.config.notify.empty()) {
     auto notify = s.config.notify_settings();
     notify.listen_url = s.config.notify_listen_url;
-    s.dispatcher = std::make_unique<outbox_dispatcher>(s.config.database_url, notify, s.registry);
+    s.dispatcher = std::make_unique<outbox_dispatcher>(s.config.database_url, notify, s.registry,
+                                                         s.config.pooling);
     s.dispatcher->start();
   }
   // Claims wake this worker's dispatcher at once and the others by NOTIFY.
@@ -144,7 +145,7 @@ int worker::run() {
                                          s.config.deadlines, std::move(wake_local));
   s.bell->start();
   s.loop.ring_after_claims(s.bell.get());
-  s.keeper = std::make_unique<housekeeping>(s.config.database_url, s.config.retention, s.config.prune_every,
+  s.keeper = std::make_unique<housekeeping>(s.config.database_url, s.config.pooling, s.config.retention, s.config.prune_every,
                                             !s.config.http_listen.empty(), s.registry);
   s.keeper->start();
   if (!s.config.http_listen.empty()) {

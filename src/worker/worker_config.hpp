@@ -38,6 +38,7 @@ struct worker_config {
   std::string campaign;      // for messages that name none; may be empty
   std::string database_url;  // a libpq connection string (connection_settings::conninfo())
   pg_deadlines deadlines;    // the client-side bounds on every claimer connection
+  transaction_pooling pooling;  // behind a transaction pooler: what each connection does itself
   // A message whose claim keeps failing with an error a retry cannot fix
   // (not a lost connection, a timeout or a deadlock) is tried alone, so that
   // its batch commits without it; after this many failed tries alone it is

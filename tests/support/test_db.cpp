@@ -35,6 +35,11 @@ std::string url_with_db(const std::string& admin, const std::string& db) {
   return admin.substr(0, slash + 1) + db;
 }
 
+bool env_is(const char* name, const char* value) {
+  const char* v = std::getenv(name);
+  return v && std::string{v} == value;
+}
+
 std::string random_suffix() {
   static std::mt19937_64 rng{std::random_device{}()};
   return fmt::format("{:012x}", rng() & 0xffffffffffffULL);
@@ -42,14 +47,30 @@ std::string random_suffix() {
 
 }  // namespace
 
+bool through_pooler() { return env_is("VOUCHERD_TEST_THROUGH_POOLER", "1"); }
+
+std::string pooler_admin_url() {
+  const char* url = std::getenv("VOUCHERD_TEST_POOLER_URL");
+  if (!url || !*url)
+    throw std::runtime_error("VOUCHERD_TEST_POOLER_URL is not set: run the tests through scripts/test "
+                             "(which starts a pgbouncer), or leave them out with ctest -LE pooler");
+  return url;
+}
+
+std::string direct_server_url() {
+  const auto admin = admin_url();
+  return admin.substr(0, admin.rfind('/'));
+}
+
 test_database::test_database(bool migrate) {
   name_ = "vd_" + random_suffix();
   pqxx::connection admin{admin_url()};
   pqxx::nontransaction tx{admin};
   tx.exec("CREATE DATABASE " + tx.quote_name(name_));
-  url_ = url_with_db(admin_url(), name_);
+  direct_url_ = url_with_db(admin_url(), name_);
+  url_ = through_pooler() ? pooled_url() : direct_url_;
   if (migrate) {
-    db_session session{url_};
+    db_session session{direct_url_};
     apply_migrations(session.conn(), embedded_migrations());
   }
 }
@@ -63,12 +84,23 @@ test_database::~test_database() {
   }
 }
 
+std::string test_database::pooled_url() const { return url_with_db(pooler_admin_url(), name_); }
+
+transaction_pooling test_database::pooling() const {
+  if (!through_pooler()) return {};
+  connection_settings s;
+  s.url = url_;
+  s.pooled = true;
+  s.listen_url = direct_server_url();
+  return transaction_pooling::of(s);
+}
+
 std::unique_ptr<pqxx::connection> test_database::connect() const {
-  return std::make_unique<pqxx::connection>(url_);
+  return std::make_unique<pqxx::connection>(direct_url_);
 }
 
 std::string test_database::scalar(const std::string& query) const {
-  pqxx::connection c{url_};
+  pqxx::connection c{direct_url_};
   pqxx::nontransaction tx{c};
   auto r = tx.exec(query);
   if (r.empty() || r[0][0].is_null()) return "";
@@ -104,7 +136,11 @@ std::vector<std::string> build_env(const std::map<std::string, std::string>& ext
     if (kv.rfind("DATABASE_URL=", 0) == 0) continue;
     env.push_back(kv);
   }
-  for (const auto& [k, v] : extra) env.push_back(k + "=" + v);
+  auto pooled = through_pooler() ? std::map<std::string, std::string>{{"VOUCHERD_TRANSACTION_POOLER", "1"},
+                                                                      {"VOUCHERD_LISTEN_URL", direct_server_url()}}
+                                 : std::map<std::string, std::string>{};
+  for (const auto& [k, v] : extra) pooled[k] = v;
+  for (const auto& [k, v] : pooled) env.push_back(k + "=" + v);
   return env;
 }
 

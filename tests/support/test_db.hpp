@@ -10,10 +10,24 @@
 
 #include <pqxx/pqxx>
 
+#include "db/connection_settings.hpp"
+
 namespace voucherd::test {
 
 // postgresql://postgres@127.0.0.1:PORT/postgres, from the environment.
 std::string admin_url();
+
+// Through a transaction-pooling PgBouncer (the `pooler` label of ctest):
+// VOUCHERD_TEST_THROUGH_POOLER=1 makes every test_database hand out a URL
+// through the pooler at VOUCHERD_TEST_POOLER_URL (postgresql://...:PORT/postgres,
+// started by scripts/test), and every spawned voucherd run with
+// VOUCHERD_TRANSACTION_POOLER=1 and VOUCHERD_LISTEN_URL = the server itself.
+bool through_pooler();
+// VOUCHERD_TEST_POOLER_URL; throws when it is not set.
+std::string pooler_admin_url();
+// The server itself without a database name (postgresql://postgres@HOST:PORT),
+// a --listen-url for any test database.
+std::string direct_server_url();
 
 // The voucherd binary under test: $VOUCHERD_TEST_BIN when set (to run the
 // same tests against another build, e.g. an older commit's), else this build's.
@@ -28,8 +42,17 @@ class test_database {
   test_database(const test_database&) = delete;
   test_database& operator=(const test_database&) = delete;
 
+  // The URL a test gives voucherd: through the pooler when through_pooler().
   const std::string& url() const { return url_; }
+  // Straight to the server, whatever the label: for the test's own checks.
+  const std::string& direct_url() const { return direct_url_; }
+  // Through the pooler, whatever the label (pooler_admin_url() must be set).
+  std::string pooled_url() const;
+  // What an in-process connection to url() must do (enabled when
+  // through_pooler()), with the default claim bounds.
+  transaction_pooling pooling() const;
   const std::string& name() const { return name_; }
+  // A direct connection (the test's own checks and set-up).
   std::unique_ptr<pqxx::connection> connect() const;
 
   // One value of a query (parameterless, test-only SQL), as text ("" for NULL).
@@ -43,6 +66,7 @@ class test_database {
  private:
   std::string name_;
   std::string url_;
+  std::string direct_url_;
 };
 
 struct run_result {
