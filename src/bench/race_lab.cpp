@@ -13,6 +13,8 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <string>
+#include <string_view>
 #include <thread>
 
 #include <boost/json/parse.hpp>
@@ -78,17 +80,34 @@ std::vector<std::string> pod_argv(const bench_config& c, const std::string& exe,
                                 "--release-delay-ms", std::to_string(c.release_delay.count()),
                                 "--seed", std::to_string(c.seed * 1000 + static_cast<std::uint64_t>(pod))};
   if (!c.redis_nodes.empty()) argv.insert(argv.end(), {"--redis-nodes", to_string(c.redis_nodes)});
-  if (!c.database_url.empty()) argv.insert(argv.end(), {"--database-url", c.database_url});
   if (pod == 0 && c.pause.count() > 0) argv.insert(argv.end(), {"--pause-at", std::to_string(k_pause_at_claim)});
   return argv;
 }
 
+// The pods' environment: ours, with the database URL (which may hold a
+// password) in DATABASE_URL rather than on their command lines, where any
+// user's `ps` would show it.
+std::vector<std::string> pod_environment(const bench_config& c) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) {
+    const std::string_view kv{*e};
+    if (!c.database_url.empty() && (kv.starts_with("DATABASE_URL=") || kv.starts_with("VOUCHERD_DATABASE_URL_FILE=")))
+      continue;
+    env.emplace_back(kv);
+  }
+  if (!c.database_url.empty()) env.push_back("DATABASE_URL=" + c.database_url);
+  return env;
+}
+
 // Pods share one process group (the first pod's pid), so that waiting on the
 // group sees only pods, never the redis-servers this process may own.
-pid_t spawn_pod(std::vector<std::string> argv, int start_fd, int ready_fd, pid_t group) {
+pid_t spawn_pod(std::vector<std::string> argv, std::vector<std::string> env, int start_fd, int ready_fd, pid_t group) {
   std::vector<char*> raw;
   for (auto& s : argv) raw.push_back(s.data());
   raw.push_back(nullptr);
+  std::vector<char*> envp;
+  for (auto& s : env) envp.push_back(s.data());
+  envp.push_back(nullptr);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, start_fd, STDIN_FILENO);
@@ -98,7 +117,7 @@ pid_t spawn_pod(std::vector<std::string> argv, int start_fd, int ready_fd, pid_t
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
   posix_spawnattr_setpgroup(&attr, group);
   pid_t pid = 0;
-  const int rc = posix_spawn(&pid, raw[0], &actions, &attr, raw.data(), environ);
+  const int rc = posix_spawn(&pid, raw[0], &actions, &attr, raw.data(), envp.data());
   posix_spawnattr_destroy(&attr);
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) throw voucherd_error{failure_kind::internal, "cannot start a bench pod"};
@@ -277,7 +296,7 @@ bench_report run_bench(const bench_config& c, const std::string& self_exe) {
   std::vector<std::string> paths;
   for (int i = 0; i < c.pods; ++i) {
     paths.push_back((dir / fmt::format("pod-{}.jsonl", i)).string());
-    pods.push_back(spawn_pod(pod_argv(c, self_exe, campaign, i, paths.back()), start.read, ready.write,
+    pods.push_back(spawn_pod(pod_argv(c, self_exe, campaign, i, paths.back()), pod_environment(c), start.read, ready.write,
                              pods.empty() ? 0 : pods.front()));
   }
   close_fd(start.read);

@@ -53,10 +53,33 @@ class migration_lock {
   pqxx::connection& conn_;
 };
 
+// Refuses, before anything is locked or created, a role that is not the
+// schema owner (a voucherd_worker login, say): it could not apply a
+// migration, and should be told so rather than "permission denied for
+// schema public".
+void check_may_apply(pqxx::connection& conn) {
+  pqxx::nontransaction tx{conn};
+  const auto row = exec(tx, sql::migration_may_apply)[0];
+  if (row["may_apply"].as<bool>()) return;
+  const auto role = row["role"].as<std::string>();
+  const auto owner = row["owner"].as<std::string>();
+  // Worded without "role": the config hint for a failed login keys on it.
+  throw voucherd_error{
+      failure_kind::config,
+      owner.empty()
+          ? fmt::format("{} may not create tables in schema {}: run `voucherd migrate` as the user that is to "
+                        "own voucherd's schema",
+                        role, row["schema"].as<std::string>())
+          : fmt::format("{} is not the schema owner and may not migrate this database: run `voucherd migrate` "
+                        "as {}; a voucherd_worker login only claims",
+                        role, owner)};
+}
+
 }  // namespace
 
 migration_report apply_migrations(pqxx::connection& conn, const std::vector<migration_file>& files) {
   check_names(files);
+  check_may_apply(conn);
   migration_lock lock{conn};
   {
     pqxx::nontransaction tx{conn};

@@ -8,6 +8,9 @@
 // - An applied migration that the binary does not know (a newer binary ran
 //   here) is refused too.
 // - Two migrators at once are serialised by a session advisory lock.
+// - A role that is not the schema owner (cannot create in the schema, or
+//   lacks the privileges of voucherd_migration's owner) is refused first,
+//   with failure_kind::config: a worker's role never migrates.
 #include <string>
 #include <vector>
 
