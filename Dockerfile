@@ -1,6 +1,7 @@
 # voucherd: multi-stage build on Debian bookworm.
 # The runtime stage has only the shared libraries voucherd links and runs as a
-# non-root user; `voucherd` is the entrypoint (e.g. `docker run IMAGE worker ...`).
+# non-root user; `voucherd` is the entrypoint (e.g. `docker run IMAGE migrate`); by default it
+# runs the worker with its HTTP surface on 0.0.0.0:8080.
 
 FROM debian:bookworm AS build
 RUN apt-get update \
@@ -28,5 +29,9 @@ RUN apt-get update \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin voucherd
 COPY --from=build /build/voucherd /usr/local/bin/voucherd
 USER voucherd
+EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/voucherd"]
-CMD ["--help"]
+# The worker on the Postgres queue, its HTTP surface open to other hosts:
+# it needs VOUCHERD_HTTP_TOKEN_FILE (or VOUCHERD_HTTP_TOKEN) and the database
+# (VOUCHERD_DATABASE_URL_FILE, DATABASE_URL or PG* variables).
+CMD ["worker", "--source", "pg", "--http", "0.0.0.0:8080"]

@@ -60,7 +60,8 @@ std::string config_hint(const std::string& sqlstate, const std::string& message)
   if (sqlstate.starts_with("28") || message.find("authentication") != std::string::npos ||
       message.find("role") != std::string::npos || message.find("pg_hba") != std::string::npos)
     return "check the role and its password (PGPASSWORD, PGPASSFILE or --database-url-file) and pg_hba.conf";
-  if (message.find("certificate") != std::string::npos || message.find("SSL") != std::string::npos)
+  if ((message.find("certificate") != std::string::npos || message.find("SSL") != std::string::npos) &&
+      message.find("database") != std::string::npos)
     return "check sslmode, sslrootcert and the server's certificate";
   return {};
 }
