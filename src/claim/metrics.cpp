@@ -80,6 +80,8 @@ void metrics::add_http_overload(http_overload reason) {
   http_overloads_[static_cast<std::size_t>(reason)].fetch_add(1, std::memory_order_relaxed);
 }
 
+void metrics::set_http_waiting(std::int64_t waiting) { http_waiting_.store(waiting, std::memory_order_relaxed); }
+
 std::uint64_t metrics::http_overloads(http_overload reason) const {
   return http_overloads_[static_cast<std::size_t>(reason)].load();
 }
@@ -158,6 +160,9 @@ std::string metrics::prometheus_text() const {
   line("# TYPE voucherd_http_overload_total counter");
   for (auto r : {http_overload::queue_full, http_overload::deadline})
     line(fmt::format("voucherd_http_overload_total{{reason=\"{}\"}} {}", to_string(r), http_overloads(r)));
+  line("# HELP voucherd_http_waiting POST /v1/claims requests waiting to be claimed.");
+  line("# TYPE voucherd_http_waiting gauge");
+  line(fmt::format("voucherd_http_waiting {}", http_waiting_.load(std::memory_order_relaxed)));
   return out;
 }
 

@@ -20,6 +20,7 @@
 //   notification_attempts_total{result="delivered|failed"}            counter
 //   http_overload_total{reason="queue_full|deadline"}  counter: POST /v1/claims
 //                              answered 503 unclaimed (http_source's back-pressure)
+//   http_waiting               gauge: POST /v1/claims requests waiting unclaimed
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -60,6 +61,7 @@ class metrics {
   // false = a failed attempt (it will be retried, or ends `failed`).
   void add_notification(bool delivered);
   void add_http_overload(http_overload reason);
+  void set_http_waiting(std::int64_t waiting);
 
   // Prometheus text exposition format 0.0.4.
   std::string prometheus_text() const;
@@ -87,6 +89,7 @@ class metrics {
   std::atomic<std::uint64_t> notifications_delivered_{0};
   std::atomic<std::uint64_t> notifications_failed_{0};
   std::array<std::atomic<std::uint64_t>, 2> http_overloads_{};
+  std::atomic<std::int64_t> http_waiting_{0};
 };
 
 }  // namespace voucherd

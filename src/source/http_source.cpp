@@ -38,6 +38,7 @@ void http_source::submit(std::string body, std::function<void(claim_reply)> done
     return;
   }
   buffer_->push(std::move(d));
+  metrics_.set_http_waiting(static_cast<std::int64_t>(buffer_->size_hint()));
 }
 
 void http_source::turn_away(std::uint64_t seq, http_overload why) {
@@ -64,6 +65,7 @@ void http_source::expire_waiting() {
     return it != waiting_.end() && it->second.deadline <= now;
   });
   for (const auto& d : expired) turn_away(d.seq, http_overload::deadline);
+  if (!expired.empty()) metrics_.set_http_waiting(static_cast<std::int64_t>(buffer_->size_hint()));
 }
 
 // Claimers expire what they find past its deadline as they take; this covers
@@ -82,7 +84,9 @@ asio::awaitable<void> http_source::sweep_deadlines(std::weak_ptr<bool> alive) {
 
 asio::awaitable<std::vector<delivery>> http_source::take(pg_connection&, std::size_t max) {
   expire_waiting();
-  co_return buffer_->pop(max);
+  auto batch = buffer_->pop(max);
+  metrics_.set_http_waiting(static_cast<std::int64_t>(buffer_->size_hint()));
+  co_return batch;
 }
 
 asio::awaitable<void> http_source::wait_for_work(pg_connection&) { co_await buffer_->wait(k_idle_wait); }
