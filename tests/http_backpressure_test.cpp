@@ -105,6 +105,14 @@ struct clients {
   std::atomic<int> answered{0};
 };
 
+// Posts one request and waits until a claimer took it and waits on the lock
+// (the `stalled`-th claimer to do so).
+void stall_claimer(const test_database& db, const http_worker& w, clients& c, const std::string& user, int stalled) {
+  c.post(w.port, user);
+  REQUIRE_MESSAGE(wait_until([&] { return lock_waiters(db) >= stalled; }, 30s),
+                  "a claimer took " << user << " and waits on the lock");
+}
+
 std::set<std::string> owners(const test_database& db) {
   std::set<std::string> out;
   auto conn = db.connect();
@@ -134,8 +142,7 @@ TEST_CASE("requests beyond --http-queue-max are answered 503 with Retry-After an
   http_worker w{db, {"--concurrency", "1", "--batch", "1", "--http-queue-max", "2", "--http-deadline-ms", "600000"}};
   pool_lock lock{db};
   clients c;
-  c.post(w.port, "first");  // taken by the one HTTP claimer, which then waits on the lock
-  REQUIRE_MESSAGE(wait_until([&] { return lock_waiters(db) >= 1; }, 30s), "the claimer waits on the lock");
+  stall_claimer(db, w, c, "first", 1);
   for (int i = 0; i < 10; ++i) c.post(w.port, fmt::format("user-{}", i));
   // Two wait in the queue, eight are turned away at once while the lock holds.
   REQUIRE_MESSAGE(wait_until([&] { return c.answered == 8; }, 60s), "eight answered while claims stall");
@@ -157,8 +164,7 @@ TEST_CASE("a request still unclaimed at --http-deadline-ms is answered 503 and n
   http_worker w{db, {"--concurrency", "1", "--batch", "1", "--http-deadline-ms", "300"}};
   pool_lock lock{db};
   clients c;
-  c.post(w.port, "first");
-  REQUIRE_MESSAGE(wait_until([&] { return lock_waiters(db) >= 1; }, 30s), "the claimer waits on the lock");
+  stall_claimer(db, w, c, "first", 1);
   for (int i = 0; i < 3; ++i) c.post(w.port, fmt::format("late-{}", i));
   // The lock holds until all three passed their deadline and were answered.
   REQUIRE_MESSAGE(wait_until([&] { return c.answered == 3; }, 60s), "the waiting three are answered");
@@ -182,10 +188,7 @@ TEST_CASE("concurrent requests share commits: without --batch, waiting requests 
   clients c;
   constexpr int k_clients = 40;
   // Each claimer takes one request and stalls on the lock with it; the rest wait.
-  for (int i = 0; i < 2; ++i) {
-    c.post(w.port, fmt::format("user-{}", i));
-    REQUIRE_MESSAGE(wait_until([&] { return lock_waiters(db) >= i + 1; }, 30s), "claimer " << i << " waits on the lock");
-  }
+  for (int i = 0; i < 2; ++i) stall_claimer(db, w, c, fmt::format("user-{}", i), i + 1);
   for (int i = 2; i < k_clients; ++i) c.post(w.port, fmt::format("user-{}", i));
   REQUIRE_MESSAGE(wait_until([&] { return w.metric("voucherd_http_waiting") == k_clients - 2; }, 60s),
                   "the other requests wait in the queue");
