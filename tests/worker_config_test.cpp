@@ -14,7 +14,8 @@ TEST_CASE("worker --help documents every option") {
   for (const char* option : {"--source", "--campaign", "--concurrency", "--threads", "--batch", "--strategy", "--http", "--notify",
                              "--redis-url", "--stream", "--group", "--consumer", "--dead-letter-stream",
                              "--claim-idle-ms", "--max-deliveries", "--shutdown-grace-ms", "--database-url",
-                             "--http-token-file", "--http-tls-cert", "--http-tls-key", "--webhook-ca-file"})
+                             "--http-token-file", "--http-tls-cert", "--http-tls-key", "--webhook-ca-file",
+                             "--http-queue-max", "--http-deadline-ms"})
     CHECK_MESSAGE(r.out.find(option) != std::string::npos, option << " is documented in --help");
 }
 
@@ -100,6 +101,8 @@ TEST_CASE("--http beyond loopback needs a bearer token, and every HTTP and webho
       {{"--http-tls-cert", ca.server_cert(), "--http-tls-key", ca.server_key()}, 64, "need --http"},
       {{"--notify", "webhook:https://localhost:9/hook", "--webhook-ca-file", "/no/such/ca.pem"}, 78, "/no/such/ca.pem"},
       {{"--notify", "smtp"}, 64, "--notify 'smtp'"},
+      {{"--http", "127.0.0.1:0", "--http-queue-max", "0"}, 64, "--http-queue-max must be at least 1"},
+      {{"--http", "127.0.0.1:0", "--http-deadline-ms", "0"}, 64, "--http-deadline-ms must be at least 1"},
   };
   for (const auto& call : calls) {
     std::vector<std::string> args{"worker", "--database-url", url};

@@ -49,6 +49,9 @@ struct claim_reply {
   bool malformed = false;
   std::optional<failure_kind> failure;
   std::string error;
+  // Set with failure = transient when an HTTP claim was turned away unclaimed
+  // by back-pressure: "queue_full" or "deadline" (http_source).
+  std::string overload;
 };
 
 // The sysexits status of SPEC section 4: 0 claimed/already_claimed, 3 sold_out,

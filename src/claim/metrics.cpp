@@ -72,6 +72,20 @@ void metrics::add_notification(bool delivered) {
   (delivered ? notifications_delivered_ : notifications_failed_).fetch_add(1, std::memory_order_relaxed);
 }
 
+const char* to_string(http_overload reason) {
+  return reason == http_overload::queue_full ? "queue_full" : "deadline";
+}
+
+void metrics::add_http_overload(http_overload reason) {
+  http_overloads_[static_cast<std::size_t>(reason)].fetch_add(1, std::memory_order_relaxed);
+}
+
+void metrics::set_http_waiting(std::int64_t waiting) { http_waiting_.store(waiting, std::memory_order_relaxed); }
+
+std::uint64_t metrics::http_overloads(http_overload reason) const {
+  return http_overloads_[static_cast<std::size_t>(reason)].load();
+}
+
 std::uint64_t metrics::claims(claim_status status) const { return claims_[index_of(status)].load(); }
 
 std::uint64_t metrics::notifications(bool delivered) const {
@@ -141,6 +155,14 @@ std::string metrics::prometheus_text() const {
   line("# TYPE voucherd_notification_attempts_total counter");
   line(fmt::format("voucherd_notification_attempts_total{{result=\"delivered\"}} {}", notifications(true)));
   line(fmt::format("voucherd_notification_attempts_total{{result=\"failed\"}} {}", notifications(false)));
+
+  line("# HELP voucherd_http_overload_total POST /v1/claims answered 503 unclaimed: queue full, or deadline passed.");
+  line("# TYPE voucherd_http_overload_total counter");
+  for (auto r : {http_overload::queue_full, http_overload::deadline})
+    line(fmt::format("voucherd_http_overload_total{{reason=\"{}\"}} {}", to_string(r), http_overloads(r)));
+  line("# HELP voucherd_http_waiting POST /v1/claims requests waiting to be claimed.");
+  line("# TYPE voucherd_http_waiting gauge");
+  line(fmt::format("voucherd_http_waiting {}", http_waiting_.load(std::memory_order_relaxed)));
   return out;
 }
 

@@ -18,6 +18,9 @@
 //   pruned_rows_total{kind=...}  counter: rows the worker's --prune-every deleted
 //   dead_letters_total         counter: messages sent to a dead-letter queue
 //   notification_attempts_total{result="delivered|failed"}            counter
+//   http_overload_total{reason="queue_full|deadline"}  counter: POST /v1/claims
+//                              answered 503 unclaimed (http_source's back-pressure)
+//   http_waiting               gauge: POST /v1/claims requests waiting unclaimed
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -33,6 +36,11 @@ enum class retained_kind { sent_notifications, done_messages, outcomes, dead_let
 inline constexpr retained_kind k_retained_kinds[] = {retained_kind::sent_notifications, retained_kind::done_messages,
                                                       retained_kind::outcomes, retained_kind::dead_letters};
 const char* to_string(retained_kind kind);
+
+// Why an HTTP claim was answered 503 without being claimed: the waiting queue
+// was full when it arrived, or it was still waiting at its deadline.
+enum class http_overload { queue_full, deadline };
+const char* to_string(http_overload reason);
 
 class metrics {
  public:
@@ -52,6 +60,8 @@ class metrics {
   // One delivery attempt of a notification: delivered = the sink accepted it,
   // false = a failed attempt (it will be retried, or ends `failed`).
   void add_notification(bool delivered);
+  void add_http_overload(http_overload reason);
+  void set_http_waiting(std::int64_t waiting);
 
   // Prometheus text exposition format 0.0.4.
   std::string prometheus_text() const;
@@ -60,6 +70,7 @@ class metrics {
   std::uint64_t claims(claim_status status) const;
   std::uint64_t notifications(bool delivered) const;
   std::uint64_t dead_letters() const { return dead_letters_.load(); }
+  std::uint64_t http_overloads(http_overload reason) const;
 
  private:
   static constexpr std::size_t k_statuses = 4;
@@ -77,6 +88,8 @@ class metrics {
   std::atomic<std::uint64_t> dead_letters_{0};
   std::atomic<std::uint64_t> notifications_delivered_{0};
   std::atomic<std::uint64_t> notifications_failed_{0};
+  std::array<std::atomic<std::uint64_t>, 2> http_overloads_{};
+  std::atomic<std::int64_t> http_waiting_{0};
 };
 
 }  // namespace voucherd

@@ -22,6 +22,8 @@ namespace {
 constexpr const char* k_env_campaign = "VOUCHERD_CAMPAIGN";
 constexpr const char* k_env_concurrency = "VOUCHERD_CONCURRENCY";
 constexpr const char* k_env_batch = "VOUCHERD_BATCH";
+constexpr const char* k_env_http_queue_max = "VOUCHERD_HTTP_QUEUE_MAX";
+constexpr const char* k_env_http_deadline_ms = "VOUCHERD_HTTP_DEADLINE_MS";
 constexpr const char* k_env_threads = "VOUCHERD_THREADS";
 constexpr const char* k_env_redis_url = "VOUCHERD_REDIS_URL";
 constexpr const char* k_env_notify = "VOUCHERD_NOTIFY";
@@ -84,6 +86,7 @@ int run_worker(const args& a) {
   std::string source = "pg";
   int concurrency = 0, threads = 0;
   long batch = 0;
+  long http_queue_max = 0, http_deadline_ms = 0;
   long claim_idle_ms = config.redis.claim_idle.count();
   long grace_ms = config.shutdown_grace.count();
   std::string http_token_file;
@@ -115,6 +118,15 @@ int run_worker(const args& a) {
       ("http", po::value(&config.http_listen),
        "serve POST /v1/claims, /healthz, /readyz, /metrics on ADDR:PORT; off when absent. An address other "
        "than loopback needs --http-token-file")
+      ("http-queue-max", po::value(&http_queue_max),
+       fmt::format("POST /v1/claims: requests waiting unclaimed, at most; one more is answered 503 with "
+                   "Retry-After (env VOUCHERD_HTTP_QUEUE_MAX; default {}). Without --batch, the HTTP claimers "
+                   "take up to {} waiting requests per transaction (group commit)",
+                   http_source_limits::k_default_queue_max, http_source_limits::k_default_batch).c_str())
+      ("http-deadline-ms", po::value(&http_deadline_ms),
+       fmt::format("POST /v1/claims: a request still unclaimed this long after it arrived is answered 503 with "
+                   "Retry-After and never claimed (env VOUCHERD_HTTP_DEADLINE_MS; default {})",
+                   http_source_limits::k_default_deadline.count()).c_str())
       ("http-token-file", po::value(&http_token_file),
        "POST /v1/claims then requires \"Authorization: Bearer TOKEN\", TOKEN the file's first line (16+ "
        "characters); /healthz, /readyz, /metrics stay open (env VOUCHERD_HTTP_TOKEN_FILE, or the token itself "
@@ -173,6 +185,17 @@ int run_worker(const args& a) {
   const long b = vm.count("batch") ? batch : env_number(k_env_batch, static_cast<long>(config.batch));
   if (b < 1) throw voucherd_error{failure_kind::usage, fmt::format("--batch must be 1..{}, got {}", worker_config::k_max_batch, b)};
   config.batch = static_cast<std::size_t>(b);
+  // HTTP claimers group-commit by default; a --batch given (or its
+  // environment) holds for them too.
+  if (vm.count("batch") || !env_or(k_env_batch, "").empty()) config.http.batch = config.batch;
+  const long queue_max = vm.count("http-queue-max")
+                             ? http_queue_max
+                             : env_number(k_env_http_queue_max, static_cast<long>(config.http.queue_max));
+  if (queue_max < 1)
+    throw voucherd_error{failure_kind::usage, fmt::format("--http-queue-max must be at least 1, got {}", queue_max)};
+  config.http.queue_max = static_cast<std::size_t>(queue_max);
+  config.http.deadline = std::chrono::milliseconds{
+      vm.count("http-deadline-ms") ? http_deadline_ms : env_number(k_env_http_deadline_ms, config.http.deadline.count())};
   if (!vm.count("redis-url")) config.redis.url = env_or(k_env_redis_url, config.redis.url);
   config.notify_redis_url = config.redis.url;
   if (config.notify.empty()) config.notify = env_or(k_env_notify, "");

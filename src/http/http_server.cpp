@@ -122,7 +122,9 @@ response claim_response(const request& req, const claim_reply& reply) {
   const unsigned status = http_status_for(reply);
   if (reply.outcome) return make_response(req, status, k_json, to_json_line(*reply.outcome));
   const char* error = reply.malformed ? "malformed" : reply.failure ? to_string(*reply.failure) : "internal";
-  auto res = make_response(req, status, k_json, error_body(error, reply.error));
+  boost::json::object body{{"error", error}, {"reason", reply.error}};
+  if (!reply.overload.empty()) body["overload"] = reply.overload;
+  auto res = make_response(req, status, k_json, boost::json::serialize(body));
   if (status == 503) res.set(http::field::retry_after, "1");
   return res;
 }

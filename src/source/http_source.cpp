@@ -1,8 +1,18 @@
 #include "source/http_source.hpp"
 
+#include <algorithm>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <fmt/format.h>
+
 namespace voucherd {
 
-void http_source::start(asio::io_context& io) { buffer_ = std::make_unique<message_buffer>(io); }
+void http_source::start(asio::io_context& io) {
+  buffer_ = std::make_unique<message_buffer>(io);
+  asio::co_spawn(io, sweep_deadlines(alive_), asio::detached);
+}
 
 void http_source::submit(std::string body, std::function<void(claim_reply)> done) {
   auto parsed = parse_message(body, body.size() > k_max_message_bytes, default_campaign_, name());
@@ -22,12 +32,61 @@ void http_source::submit(std::string body, std::function<void(claim_reply)> done
   d.seq = next_seq_++;
   d.id = "http-" + std::to_string(d.seq);
   d.body = std::move(body);
-  waiting_.emplace(d.seq, std::move(done));
+  waiting_.emplace(d.seq, waiter{std::move(done), clock_type::now() + limits_.deadline});
+  if (buffer_->size_hint() >= limits_.queue_max) {
+    turn_away(d.seq, http_overload::queue_full);  // never queued
+    return;
+  }
   buffer_->push(std::move(d));
+  metrics_.set_http_waiting(static_cast<std::int64_t>(buffer_->size_hint()));
+}
+
+void http_source::turn_away(std::uint64_t seq, http_overload why) {
+  auto it = waiting_.find(seq);
+  if (it == waiting_.end()) return;
+  auto done = std::move(it->second.done);
+  waiting_.erase(it);
+  metrics_.add_http_overload(why);
+  claim_reply reply;
+  reply.failure = failure_kind::transient;
+  reply.overload = to_string(why);
+  reply.error = why == http_overload::queue_full
+                    ? fmt::format("{} requests are already waiting to be claimed (--http-queue-max); retry later",
+                                  limits_.queue_max)
+                    : fmt::format("not claimed within {} ms (--http-deadline-ms); nothing was claimed, retry later",
+                                  limits_.deadline.count());
+  done(std::move(reply));
+}
+
+void http_source::expire_waiting() {
+  const auto now = clock_type::now();
+  auto expired = buffer_->remove_if([&](const delivery& d) {
+    auto it = waiting_.find(d.seq);
+    return it != waiting_.end() && it->second.deadline <= now;
+  });
+  for (const auto& d : expired) turn_away(d.seq, http_overload::deadline);
+  if (!expired.empty()) metrics_.set_http_waiting(static_cast<std::int64_t>(buffer_->size_hint()));
+}
+
+// Claimers expire what they find past its deadline as they take; this covers
+// the time when none takes (all stalled on the database), so a request waits
+// at most about its deadline plus one sweep period.
+asio::awaitable<void> http_source::sweep_deadlines(std::weak_ptr<bool> alive) {
+  const auto period = std::clamp(limits_.deadline / 10, std::chrono::milliseconds{1}, std::chrono::milliseconds{100});
+  asio::steady_timer timer{co_await asio::this_coro::executor};
+  for (;;) {
+    timer.expires_after(period);
+    co_await timer.async_wait(asio::use_awaitable);
+    if (alive.expired()) co_return;
+    expire_waiting();
+  }
 }
 
 asio::awaitable<std::vector<delivery>> http_source::take(pg_connection&, std::size_t max) {
-  co_return buffer_->pop(max);
+  expire_waiting();
+  auto batch = buffer_->pop(max);
+  metrics_.set_http_waiting(static_cast<std::int64_t>(buffer_->size_hint()));
+  co_return batch;
 }
 
 asio::awaitable<void> http_source::wait_for_work(pg_connection&) { co_await buffer_->wait(k_idle_wait); }
@@ -41,7 +100,7 @@ void http_source::committed(std::vector<delivery>& batch, const std::vector<clai
   for (std::size_t i = 0; i < batch.size(); ++i) {
     auto it = waiting_.find(batch[i].seq);
     if (it == waiting_.end()) continue;
-    auto done = std::move(it->second);
+    auto done = std::move(it->second.done);
     waiting_.erase(it);
     claim_reply reply;
     reply.outcome = outcomes[i];
@@ -51,7 +110,8 @@ void http_source::committed(std::vector<delivery>& batch, const std::vector<clai
 
 void http_source::abandoned(std::vector<delivery> batch, bool unavailable) {
   // A retry-at-once failure (a concurrent duplicate of the same user, a
-  // deadlock) or a try alone that failed: claim it again, the client waits.
+  // deadlock) or a try alone that failed: claim it again, the client waits
+  // (under its first deadline; the try rolled back, so a 503 is still true).
   if (!unavailable) {
     buffer_->push_front(std::move(batch));
     return;
@@ -59,7 +119,7 @@ void http_source::abandoned(std::vector<delivery> batch, bool unavailable) {
   for (auto& d : batch) {
     auto it = waiting_.find(d.seq);
     if (it == waiting_.end()) continue;
-    auto done = std::move(it->second);
+    auto done = std::move(it->second.done);
     waiting_.erase(it);
     claim_reply reply;
     reply.failure = failure_kind::transient;

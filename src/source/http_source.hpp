@@ -11,6 +11,19 @@
 // A message's id is the client's (source "http", or "http:<message_source>"
 // when the message names its client's namespace): the same id again for
 // another user or campaign is answered rejected (422) and dead-lettered.
+//
+// Group commit: claimers take every waiting request, up to the batch, into
+// one transaction without waiting for more, so concurrent clients share a
+// commit; a lone request is claimed at once.
+//
+// Back-pressure (http_source_limits): a request arriving while queue_max
+// requests already wait unclaimed, or still unclaimed at its deadline, is
+// answered 503 (transient, reply.overload says which) and taken out of the
+// queue in the same step, on the io_context thread that alone takes from it:
+// a request answered 503 is never claimed. Once a claimer took a request its
+// deadline no longer applies (it is answered by its claim); a request given
+// back after a rolled-back try waits again under its first deadline.
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -18,6 +31,7 @@
 
 #include "claim/claim_outcome.hpp"
 #include "claim/metrics.hpp"
+#include "source/http_source_limits.hpp"
 #include "source/message_buffer.hpp"
 #include "source/message_source.hpp"
 
@@ -25,8 +39,8 @@ namespace voucherd {
 
 class http_source final : public message_source {
  public:
-  http_source(std::string default_campaign, metrics& registry)
-      : default_campaign_{std::move(default_campaign)}, metrics_{registry} {}
+  http_source(std::string default_campaign, metrics& registry, http_source_limits limits = {})
+      : default_campaign_{std::move(default_campaign)}, metrics_{registry}, limits_{limits} {}
 
   const char* name() const override { return "http"; }
   void start(asio::io_context& io) override;
@@ -39,13 +53,27 @@ class http_source final : public message_source {
   void committed(std::vector<delivery>& batch, const std::vector<claim_outcome>& outcomes) override;
   void abandoned(std::vector<delivery> batch, bool unavailable) override;
   void database_unavailable() override;
+  std::size_t messages_per_transaction(std::size_t) const override { return limits_.batch; }
 
  private:
+  using clock_type = std::chrono::steady_clock;
+  struct waiter {
+    std::function<void(claim_reply)> done;
+    clock_type::time_point deadline;
+  };
+  // Answers 503 (overload) for a request that is in no queue any more.
+  void turn_away(std::uint64_t seq, http_overload why);
+  // Takes out and answers every waiting request past its deadline.
+  void expire_waiting();
+  asio::awaitable<void> sweep_deadlines(std::weak_ptr<bool> alive);
+
   std::string default_campaign_;
   metrics& metrics_;  // counts the rejections answered here, before any claimer
   std::unique_ptr<message_buffer> buffer_;
   std::uint64_t next_seq_ = 0;
-  std::unordered_map<std::uint64_t, std::function<void(claim_reply)>> waiting_;
+  http_source_limits limits_;
+  std::unordered_map<std::uint64_t, waiter> waiting_;  // taken or not, until answered
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // the sweeper stops with this source
 };
 
 }  // namespace voucherd

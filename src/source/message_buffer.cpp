@@ -40,6 +40,20 @@ std::vector<delivery> message_buffer::pop(std::size_t max) {
   return out;
 }
 
+std::vector<delivery> message_buffer::remove_if(const std::function<bool(const delivery&)>& expired) {
+  std::vector<delivery> out;
+  std::deque<delivery> kept;
+  for (auto& d : items_) {
+    if (expired(d))
+      out.push_back(std::move(d));
+    else
+      kept.push_back(std::move(d));
+  }
+  items_.swap(kept);
+  count_.fetch_sub(out.size());
+  return out;
+}
+
 asio::awaitable<void> message_buffer::wait(std::chrono::milliseconds timeout) {
   if (!items_.empty()) co_return;
   asio::steady_timer timeout_timer{io_, timeout};

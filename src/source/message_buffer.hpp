@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <vector>
 
 #include <boost/asio/awaitable.hpp>
@@ -25,6 +26,9 @@ class message_buffer {
   void push(delivery d);                         // any thread
   void push_front(std::vector<delivery> batch);  // a batch given back, keeps its order
   std::vector<delivery> pop(std::size_t max);
+  // Takes out every waiting delivery `expired` says yes to, keeping the
+  // others in order (the HTTP source's per-request deadline).
+  std::vector<delivery> remove_if(const std::function<bool(const delivery&)>& expired);
   bool empty() const { return items_.empty(); }
   // Waits until something is pushed or the timeout passes.
   asio::awaitable<void> wait(std::chrono::milliseconds timeout);

@@ -82,6 +82,10 @@ class message_source {
     co_return batch;
   }
 
+  // Messages a claimer takes into one transaction: the worker's --batch,
+  // unless the source has its own (the HTTP source's group commit).
+  virtual std::size_t messages_per_transaction(std::size_t worker_batch) const { return worker_batch; }
+
   // Sets the key a claim records the outcome under (message_outcome.source
   // and message_id, see claim_request::source). By default, the id the
   // message carries, in the source its client named ("<name()>[:<its

@@ -50,7 +50,7 @@ asio::awaitable<claim_loop::transaction_result> claim_loop::finish_transaction(p
   transaction_result result;
   bool in_transaction = true;
   try {
-    auto claimed = co_await core_.claim(conn, requests, config_.batch > 1, progress);
+    auto claimed = co_await core_.claim(conn, requests, src.messages_per_transaction(config_.batch) > 1, progress);
     for (std::size_t k = 0; k < claimed.size(); ++k) outcomes[claimed_index[k]] = std::move(claimed[k]);
     co_await src.record(conn, batch, outcomes);
     co_await conn.exec_simple(sql::worker_commit);
@@ -319,7 +319,7 @@ asio::awaitable<void> claim_loop::run(asio::io_context& ctx, message_source& src
       // with the first claim): one round trip.
       conn.defer_simple(sql::worker_begin);
       const auto started = clock_type::now();
-      batch = co_await src.take(conn, config_.batch);
+      batch = co_await src.take(conn, src.messages_per_transaction(config_.batch));
       if (batch.empty()) {
         co_await conn.rollback();
         if ((stopping_ && src.drained()) || src.finished()) break;

@@ -11,7 +11,7 @@ namespace voucherd {
 
 http_surface::http_surface(asio::io_context& io, const worker_config& config, metrics& registry)
     : io_{io}, config_{config}, registry_{registry},
-      source_{std::make_unique<http_source>(config.campaign, registry)} {}
+      source_{std::make_unique<http_source>(config.campaign, registry, config.http)} {}
 
 void http_surface::start() {
   source_->start(io_);

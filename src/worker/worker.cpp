@@ -128,7 +128,7 @@ int worker::run() {
   log_json(log_level::info, "worker starting",
            {{"source", s.source->name()}, {"concurrency", s.config.concurrency},
             {"threads", s.config.claimer_threads()}, {"batch", s.config.batch},
-            {"campaign", s.config.campaign}, {"pid", static_cast<std::int64_t>(::getpid())}});
+            {"http_batch", s.config.http.batch}, {"campaign", s.config.campaign}, {"pid", static_cast<std::int64_t>(::getpid())}});
   if (!s.config.notify.empty()) {
     auto notify = s.config.notify_settings();
     notify.listen_url = s.config.notify_listen_url;

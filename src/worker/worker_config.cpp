@@ -54,6 +54,11 @@ void worker_config::validate() const {
     if (http_tls.cert_file.empty() != http_tls.key_file.empty())
       fail("--http-tls-cert and --http-tls-key go together: give both, or neither for plain HTTP");
     if (tls) make_server_tls_context(http_tls);
+    if (http.batch < 1 || http.batch > k_max_batch)
+      fail(fmt::format("--batch must be 1..{}, got {}", k_max_batch, http.batch));
+    if (http.queue_max < 1 || http.queue_max > http_source_limits::k_max_queue_max)
+      fail(fmt::format("--http-queue-max must be 1..{}, got {}", http_source_limits::k_max_queue_max, http.queue_max));
+    if (http.deadline.count() < 1) fail(fmt::format("--http-deadline-ms must be at least 1, got {}", http.deadline.count()));
   }
   if (!notify.empty()) notify_settings();
 }

@@ -9,6 +9,7 @@
 #include "common/tls_context.hpp"
 #include "db/connection_settings.hpp"
 #include "maintenance/retention.hpp"
+#include "source/http_source_limits.hpp"
 #include "source/redis_source_config.hpp"
 
 namespace voucherd {
@@ -56,6 +57,10 @@ struct worker_config {
   std::string http_token;
   std::string http_token_source;  // where it came from, for messages: "--http-token-file PATH"
   tls_server_files http_tls;      // --http-tls-cert/--http-tls-key; both empty = plain HTTP
+  // POST /v1/claims: the batch its claimers take (--batch when given, else
+  // http_source_limits::k_default_batch, so concurrent requests share a
+  // commit), --http-queue-max and --http-deadline-ms.
+  http_source_limits http;
   std::string notify;        // "log" | "webhook:URL" | "redis"; empty = no dispatcher
   std::string webhook_ca_file;  // https webhooks: a private CA besides the system store
   std::string notify_redis_url = redis_source_config::k_default_url;

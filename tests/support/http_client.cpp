@@ -40,7 +40,7 @@ http_reply http_call(unsigned short port, http::verb verb, const std::string& ta
     http::response<http::string_body> res;
     http::read(stream, buffer, res);
     return {res.result_int(), res.body(), std::string{res[http::field::content_type]},
-            std::string{res[http::field::www_authenticate]}, {}};
+            std::string{res[http::field::www_authenticate]}, {}, std::string{res[http::field::retry_after]}};
   } catch (const std::exception& e) {
     return {0, {}, {}, {}, e.what()};
   }

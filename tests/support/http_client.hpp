@@ -19,6 +19,7 @@ struct http_reply {
   std::string content_type;
   std::string www_authenticate;  // the WWW-Authenticate header of a 401
   std::string error;         // the client's own failure (refused, reset, deadline)
+  std::string retry_after;   // the Retry-After header (a 503's)
 };
 
 // How long a request may take before it counts as unanswered: far beyond
