@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "common/failure.hpp"
+#include "db/libpq_support.hpp"
 
 namespace voucherd {
 
@@ -41,9 +42,8 @@ std::map<std::string, std::string> settings_of(const std::string& url, const cha
   std::unique_ptr<PQconninfoOption, decltype(&PQconninfoFree)> parsed{PQconninfoParse(url.c_str(), &error),
                                                                        &PQconninfoFree};
   if (!parsed) {
-    std::string why = error ? error : "out of memory";
+    const std::string why = error ? trimmed(error) : "out of memory";
     if (error) PQfreemem(error);
-    while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
     throw voucherd_error{failure_kind::usage, fmt::format("cannot read the {}: {}", what, why)};
   }
   for (auto* o = parsed.get(); o->keyword; ++o)

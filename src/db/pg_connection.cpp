@@ -9,22 +9,13 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <fmt/format.h>
 
+#include "db/libpq_support.hpp"
 #include "sql_catalog.hpp"
 
 namespace voucherd {
 
 using namespace boost::asio::experimental::awaitable_operators;
 using asio::use_awaitable;
-
-namespace {
-
-std::string trimmed(const char* text) {
-  std::string s = text ? text : "";
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
-}  // namespace
 
 std::int64_t pg_rows::int64(int row, int col) const {
   const auto t = text(row, col);

@@ -2,36 +2,23 @@
 
 #include <poll.h>
 
-#include <libpq-fe.h>
-
 #include <fmt/format.h>
 
 #include "common/failure.hpp"
 #include "common/wake_event.hpp"
+#include "db/libpq_support.hpp"
 
 namespace voucherd {
 
-namespace {
-
-std::string last_error(PGconn* conn) {
-  std::string why = PQerrorMessage(conn);
-  while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
-  return why;
-}
-
-}  // namespace
-
 struct pg_listener::state {
-  PGconn* conn = nullptr;
-  ~state() {
-    if (conn) PQfinish(conn);
-  }
+  pg_conn_ptr conn;
   // Reads what the socket holds; whether a notification was among it.
   bool drain() {
-    if (!PQconsumeInput(conn))
-      throw voucherd_error{failure_kind::transient, fmt::format("the listening connection was lost: {}", last_error(conn))};
+    if (!PQconsumeInput(conn.get()))
+      throw voucherd_error{failure_kind::transient,
+                           fmt::format("the listening connection was lost: {}", trimmed(PQerrorMessage(conn.get())))};
     bool any = false;
-    while (PGnotify* n = PQnotifies(conn)) {
+    while (PGnotify* n = PQnotifies(conn.get())) {
       any = true;
       PQfreemem(n);
     }
@@ -40,17 +27,13 @@ struct pg_listener::state {
 };
 
 pg_listener::pg_listener(const std::string& conninfo, const sql_statement& listen) : state_{std::make_unique<state>()} {
-  state_->conn = PQconnectdb(conninfo.c_str());
-  if (PQstatus(state_->conn) != CONNECTION_OK) {
-    const auto why = last_error(state_->conn);
-    throw voucherd_error{classify_connect_failure(why), fmt::format("cannot open the listening connection: {}", why)};
-  }
-  PGresult* r = PQexec(state_->conn, listen.text_str().c_str());
+  state_->conn = connect_blocking(conninfo, "cannot open the listening connection");
+  PGresult* r = PQexec(state_->conn.get(), listen.text_str().c_str());
   const bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
   const char* sqlstate = PQresultErrorField(r, PG_DIAG_SQLSTATE);
   const auto kind = sqlstate ? classify_sqlstate(sqlstate) : failure_kind::transient;
   PQclear(r);
-  if (!ok) throw voucherd_error{kind, fmt::format("{} failed: {}", listen.name, last_error(state_->conn))};
+  if (!ok) throw voucherd_error{kind, fmt::format("{} failed: {}", listen.name, trimmed(PQerrorMessage(state_->conn.get())))};
 }
 
 pg_listener::~pg_listener() = default;
@@ -61,7 +44,7 @@ pg_listener::wake_reason pg_listener::wait(wake_event& wake, std::chrono::millis
   for (;;) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return wake_reason::timed_out;
-    pollfd fds[2] = {{PQsocket(state_->conn), POLLIN, 0}, {wake.fd(), POLLIN, 0}};
+    pollfd fds[2] = {{PQsocket(state_->conn.get()), POLLIN, 0}, {wake.fd(), POLLIN, 0}};
     const int ready = ::poll(fds, 2, static_cast<int>(std::min<long long>(left.count(), 60'000)));
     if (ready < 0) continue;  // EINTR: recompute what is left
     if (fds[1].revents & POLLIN) {

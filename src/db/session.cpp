@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "common/failure.hpp"
+#include "db/libpq_support.hpp"
 #include "sql_catalog.hpp"
 
 namespace voucherd {
@@ -13,8 +14,7 @@ db_session::db_session(const std::string& url, const transaction_pooling& poolin
   try {
     conn_ = std::make_unique<pqxx::connection>(url);
   } catch (const pqxx::broken_connection& e) {
-    std::string why = e.what();
-    while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
+    const std::string why = trimmed(e.what());
     throw voucherd_error{classify_connect_failure(why), fmt::format("cannot connect to the database: {}", why)};
   }
   if (pooling.enabled) return;
