@@ -144,7 +144,11 @@ TEST_CASE("a voucherd_worker login claims, batches, enqueues, works the pg and s
   REQUIRE(outcomes.size() == 28);
   CHECK(json_field(outcomes[0], "status") == "already_claimed");  // u55, served by the pg queue
   CHECK(json_field(outcomes[6], "status") == "claimed");          // u61
-  CHECK(json_field(outcomes[26], "status") == "already_claimed");  // u80 again
+  // u80 twice: with 4 claimers the two deliveries race, and either may be
+  // the one that claims; one is claimed, the other finds the same code.
+  const std::set<std::string> u80{json_field(outcomes[25], "status"), json_field(outcomes[26], "status")};
+  CHECK(u80 == std::set<std::string>{"claimed", "already_claimed"});
+  CHECK(json_field(outcomes[25], "code") == json_field(outcomes[26], "code"));
   CHECK(json_field(outcomes[27], "status") == "rejected");
   collect_told(r.out, told);
 
