@@ -71,10 +71,11 @@ WITH camp AS MATERIALIZED (
     SELECT f.id, row_number() OVER (ORDER BY f.id) AS rn
       FROM (SELECT v.id
               FROM voucher_item v
-             WHERE v.campaign_id = (SELECT id FROM camp WHERE active)
+             WHERE v.campaign_id BETWEEN (SELECT id FROM camp WHERE active)
+                                     AND (SELECT id FROM camp WHERE active)
                AND v.id >= (SELECT free_from FROM camp)
                AND v.user_id IS NULL
-             ORDER BY v.id
+             ORDER BY v.campaign_id, v.id  -- voucher_item_free_idx, as in claim_one
              LIMIT (SELECT count(*) FROM wanting)
              FOR UPDATE SKIP LOCKED) f
 ), claimed AS (

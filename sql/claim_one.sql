@@ -23,6 +23,13 @@
 -- Two first uses of one id racing: message_outcome_pkey fails the later
 -- one's transaction once the first committed, and the caller retries it,
 -- which then sees the first (common/failure.hpp, retry_at_once).
+-- The free voucher comes from voucher_item_free_idx, which holds free rows
+-- only. The campaign is a range of one and the order names campaign_id so
+-- that only that index yields the order: with `campaign_id = x ORDER BY id`
+-- a generic plan (a prepared statement after five runs) walked
+-- voucher_item_pkey from free_from and filtered past every row claimed since
+-- the mark last moved (auto_explain: 40 buffers, 86 rows removed, at 16
+-- claimers).
 -- Returns no row for an unknown campaign, else one row:
 --   status ('claimed' | 'already_claimed' | 'sold_out' | 'inactive' | 'reused'),
 --   voucher_id, code, campaign_id, free_from (for advance_free_mark),
@@ -49,12 +56,13 @@ WITH camp AS MATERIALIZED (
        SET user_id = $2, claimed_at = now()
      WHERE id = (SELECT v.id
                    FROM voucher_item v
-                  WHERE v.campaign_id = (SELECT id FROM camp WHERE active)
+                  WHERE v.campaign_id BETWEEN (SELECT id FROM camp WHERE active)
+                                          AND (SELECT id FROM camp WHERE active)
                     AND v.id >= (SELECT free_from FROM camp)
                     AND v.user_id IS NULL
                     AND NOT EXISTS (SELECT 1 FROM owned)
                     AND NOT EXISTS (SELECT 1 FROM reused)
-                  ORDER BY v.id
+                  ORDER BY v.campaign_id, v.id  -- voucher_item_free_idx, see below
                   LIMIT 1
                   FOR UPDATE SKIP LOCKED)
     RETURNING id, code, campaign_id

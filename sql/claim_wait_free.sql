@@ -14,9 +14,10 @@
 -- Returns the ids locked; none when the campaign is truly sold out.
 SELECT v.id
   FROM voucher_item v
- WHERE v.campaign_id = (SELECT id FROM campaign WHERE name = $1)
+ WHERE v.campaign_id BETWEEN (SELECT id FROM campaign WHERE name = $1)
+                         AND (SELECT id FROM campaign WHERE name = $1)
    AND v.id >= (SELECT free_from FROM campaign WHERE name = $1)
    AND v.user_id IS NULL
- ORDER BY v.id
+ ORDER BY v.campaign_id, v.id  -- voucher_item_free_idx, as in claim_one
  LIMIT $2
    FOR UPDATE
