@@ -102,14 +102,14 @@ std::int64_t queue_attempts(const test_database& db, std::string* why) {
   }
 }
 
-// One run of a queue source (pg or redis) with the poison among 200.
+// One run of a queue source (pg, pg-general or redis) with the poison among 200.
 void poison_on_queue(const std::string& kind, int batch) {
   CAPTURE(kind);
   CAPTURE(batch);
   queue_under_test q{kind, k_campaign, 300};
   install_refusal(q.db());
   q.enqueue(input_lines());
-  const std::string outcome_table = kind == "pg" ? "message_queue" : "message_outcome";
+  const std::string outcome_table = q.kind() == "pg" ? "message_queue" : "message_outcome";
   auto healthy_claimed = [&] {
     return q.db().count(fmt::format("SELECT count(*) FROM {} WHERE status = 'claimed'", outcome_table));
   };
@@ -139,7 +139,7 @@ void poison_on_queue(const std::string& kind, int batch) {
   {
     auto conn = q.db().connect();
     pqxx::nontransaction tx{*conn};
-    const auto rows = kind == "pg"
+    const auto rows = q.kind() == "pg"
         ? tx.exec(fmt::format("SELECT coalesce(status, ''), coalesce(reason, '') FROM message_queue "
                               "ORDER BY id OFFSET {} LIMIT 1", k_poison_at))
         : tx.exec("SELECT status, coalesce(reason, '') FROM message_outcome WHERE user_id = 'poison'");
@@ -155,7 +155,7 @@ void poison_on_queue(const std::string& kind, int batch) {
 
   const auto dead = q.db().count("SELECT count(*) FROM dead_letter");
   // Dead letters name the source of their message id (migration 0006).
-  const std::string source = kind == "redis" ? fmt::format("redis:{}", queue_under_test::k_stream) : kind;
+  const std::string source = kind == "redis" ? fmt::format("redis:{}", queue_under_test::k_stream) : q.kind();
   const auto dead_poison = q.db().count(fmt::format(
       "SELECT count(*) FROM dead_letter WHERE source = '{}' AND reason LIKE '%{}%'", source, k_refusal));
   std::string dead_reasons;
@@ -169,7 +169,7 @@ void poison_on_queue(const std::string& kind, int batch) {
                                       << " dead_letter holds " << dead << " rows:" << dead_reasons);
   CHECK_MESSAGE(dead == 1, "nothing but the poison is dead-lettered: " << dead << " rows:" << dead_reasons);
 
-  if (kind == "pg") {
+  if (q.kind() == "pg") {
     std::string why;
     const auto attempts = queue_attempts(q.db(), &why);
     // Its tries alone, counted: --max-deliveries of them, or one more per
@@ -211,6 +211,8 @@ void poison_on_queue(const std::string& kind, int batch) {
 TEST_CASE("pg source: one poisoned message among 200; the others are claimed promptly, the poison is dead-lettered") {
   SUBCASE("--batch 1") { poison_on_queue("pg", 1); }
   SUBCASE("--batch 100") { poison_on_queue("pg", 100); }
+  SUBCASE("--batch 1, general path") { poison_on_queue("pg-general", 1); }
+  SUBCASE("--batch 100, general path") { poison_on_queue("pg-general", 100); }
 }
 
 TEST_CASE("redis source: one poisoned message among 200; the others are claimed, the poison goes to <stream>:dead") {

@@ -176,7 +176,7 @@ TEST_CASE("order is kept where promised: stdin answers in input order; a single 
     q.enqueue(lines);
     // A queue promises its order to one claimer only; stdin and HTTP keep it
     // with many (HTTP: each request is sent once the one before was answered).
-    const int concurrency = kind == "pg" || kind == "redis" ? 1 : 8;
+    const int concurrency = q.kind() == "pg" || kind == "redis" ? 1 : 8;
     int exit_code = -1;
     std::string log;
     const auto out = q.drain(concurrency, 1, &exit_code, &log);
@@ -184,7 +184,7 @@ TEST_CASE("order is kept where promised: stdin answers in input order; a single 
     REQUIRE_MESSAGE(out.size() == lines.size(), log.substr(0, 2000));
     std::string first_out_of_order;
     for (std::size_t i = 0; i < out.size() && first_out_of_order.empty(); ++i) {
-      const bool answers_its_message = kind == "pg" || kind == "redis" || out[i].user_id == fmt::format("u{}", i + 1);
+      const bool answers_its_message = q.kind() == "pg" || kind == "redis" || out[i].user_id == fmt::format("u{}", i + 1);
       const bool after_the_one_before = kind == "stdin" || i == 0 || out[i].voucher_id.empty() ||
                                         out[i - 1].voucher_id.empty() ||
                                         std::stoll(out[i].voucher_id) > std::stoll(out[i - 1].voucher_id);

@@ -128,8 +128,15 @@ inline std::vector<std::string> redis_acknowledged_bodies(redis_server& server, 
 // on the queue and the outcomes read back from the database.
 class queue_under_test {
  public:
+  // kind: "stdin", "pg", "redis", "http", or "pg-general": the pg queue with
+  // every message through the general path (--pg-general-path), whose
+  // kind() is "pg".
   queue_under_test(std::string kind, const std::string& campaign, int codes)
       : kind_{std::move(kind)}, campaign_{campaign} {
+    if (kind_ == "pg-general") {
+      kind_ = "pg";
+      extra_args_.push_back("--pg-general-path");
+    }
     db_.make_campaign(campaign, codes);
     // A queue's Redis keeps its data across a restart (append-only file).
     if (kind_ == "redis") redis_ = std::make_unique<redis_server>(redis_server::persistence::append_only);
@@ -186,6 +193,7 @@ class queue_under_test {
                                "--batch", std::to_string(batch)};
     if (redis_) a.insert(a.end(), {"--redis-url", redis_url(), "--stream", k_stream, "--claim-idle-ms", "1000"});
     if (kind_ == "http") a.insert(a.end(), {"--http", "127.0.0.1:0"});
+    a.insert(a.end(), extra_args_.begin(), extra_args_.end());
     a.insert(a.end(), extra.begin(), extra.end());
     return a;
   }
@@ -338,6 +346,7 @@ class queue_under_test {
 
   std::string kind_;
   std::string campaign_;
+  std::vector<std::string> extra_args_;  // every worker of this queue gets them
   test_database db_;
   std::unique_ptr<redis_server> redis_;
   std::string input_;                  // stdin: the worker's input
@@ -368,7 +377,7 @@ inline std::int64_t redis_int(redis_server& server, const std::vector<std::strin
 
 // Every message source the worker has.
 inline const std::vector<std::string>& all_sources() {
-  static const std::vector<std::string> k{"stdin", "pg", "redis", "http"};
+  static const std::vector<std::string> k{"stdin", "pg", "pg-general", "redis", "http"};
   return k;
 }
 

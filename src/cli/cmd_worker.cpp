@@ -86,6 +86,7 @@ int run_worker(const args& a) {
   std::string source = "pg";
   int concurrency = 0, threads = 0;
   long batch = 0;
+  bool general_path = false;
   long http_queue_max = 0, http_deadline_ms = 0;
   long claim_idle_ms = config.redis.claim_idle.count();
   long grace_ms = config.shutdown_grace.count();
@@ -115,6 +116,9 @@ int run_worker(const args& a) {
       ("batch", po::value(&batch),
        fmt::format("messages claimed per transaction (claim_batch), 1..{} (env VOUCHERD_BATCH; default {})",
                    worker_config::k_max_batch, worker_config::k_default_batch).c_str())
+      ("pg-general-path", po::bool_switch(&general_path),
+       "pg source: run every message through the general path (take, claim, record: three round trips) "
+       "instead of claiming plain messages ({\"user_id\": ...} with an optional campaign) in one statement")
       ("http", po::value(&config.http_listen),
        "serve POST /v1/claims, /healthz, /readyz, /metrics on ADDR:PORT; off when absent. An address other "
        "than loopback needs --http-token-file")
@@ -185,6 +189,7 @@ int run_worker(const args& a) {
   const long b = vm.count("batch") ? batch : env_number(k_env_batch, static_cast<long>(config.batch));
   if (b < 1) throw voucherd_error{failure_kind::usage, fmt::format("--batch must be 1..{}, got {}", worker_config::k_max_batch, b)};
   config.batch = static_cast<std::size_t>(b);
+  config.pg_one_statement = !general_path;
   // HTTP claimers group-commit by default; a --batch given (or its
   // environment) holds for them too.
   if (vm.count("batch") || !env_or(k_env_batch, "").empty()) config.http.batch = config.batch;

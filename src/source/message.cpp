@@ -61,6 +61,21 @@ std::variant<claim_request, claim_outcome> parse_message(std::string_view body, 
   return r;
 }
 
+std::optional<queued_request> queued_request_of(std::string_view body) {
+  // Parsed as the worker will, with two different default campaigns: a
+  // message that names its campaign comes out the same under both.
+  if (body.size() > k_max_message_bytes) return std::nullopt;
+  auto first = parse_message(body, false, "a", "pg");
+  auto* a = std::get_if<claim_request>(&first);
+  if (!a) return std::nullopt;
+  if (a->campaign != "a") return queued_request{std::move(a->user_id), std::move(a->campaign)};
+  auto second = parse_message(body, false, "b", "pg");
+  auto* b = std::get_if<claim_request>(&second);
+  if (!b) return std::nullopt;
+  if (b->campaign == "b") return queued_request{std::move(a->user_id), std::nullopt};
+  return queued_request{std::move(a->user_id), std::move(a->campaign)};  // it names "a"
+}
+
 bool is_malformed(const claim_outcome& o) {
   return o.status == claim_status::rejected &&
          (o.reason.starts_with("malformed JSON") || o.reason == "message is not valid UTF-8" ||

@@ -54,6 +54,16 @@ std::variant<claim_request, claim_outcome> parse_message(std::string_view body, 
                                                          const std::string& default_campaign,
                                                          std::string_view transport);
 
+// What a queue row holds of its message besides the bytes (migration 0009):
+// the user id and the campaign the message names (nullopt: none, the
+// worker's --campaign applies), when parse_message accepts it whatever the
+// default campaign; nullopt when it rejects it.
+struct queued_request {
+  std::string user_id;
+  std::optional<std::string> campaign;
+};
+std::optional<queued_request> queued_request_of(std::string_view body);
+
 // The body as a bytea hex literal ("\x..."), cut to k_dead_letter_body_bytes.
 std::string bytea_hex(std::string_view body);
 

@@ -37,6 +37,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 
+#include "claim/claim_core.hpp"
 #include "claim/claim_outcome.hpp"
 #include "claim/claim_request.hpp"
 #include "source/message.hpp"
@@ -47,6 +48,15 @@ namespace voucherd {
 // How long an idle claimer sleeps before it looks again (also bounds how long
 // SIGTERM waits for an idle claimer).
 inline constexpr std::chrono::milliseconds k_idle_wait{250};
+
+// What one take-and-claim statement did (message_source::take_and_claim):
+// it committed the outcomes of `finished` and left `left` pending.
+struct one_statement_claims {
+  std::vector<claim_status> finished;  // claimed or already_claimed, one per message
+  double max_lag_seconds = 0;          // of every message taken
+  std::vector<delivery> left;          // ids only: retake() them for the general path
+  claim_progress progress;             // for the free marks (claim_core::advance_marks)
+};
 
 class message_source {
  public:
@@ -82,6 +92,16 @@ class message_source {
     co_return batch;
   }
 
+  // A source whose messages live in the claim's database may take, claim
+  // and record its plain messages in one statement that is its own
+  // transaction: one round trip and one commit instead of three and one. It
+  // leaves the rest pending, for the claimer to retake() and run through
+  // the general path above. On error the statement changed nothing.
+  // nullopt: the source has no such path (the default).
+  virtual asio::awaitable<std::optional<one_statement_claims>> take_and_claim(pg_connection&, std::size_t /*max*/,
+                                                                              const std::string& /*default_campaign*/) {
+    co_return std::nullopt;
+  }
   // Messages a claimer takes into one transaction: the worker's --batch,
   // unless the source has its own (the HTTP source's group commit).
   virtual std::size_t messages_per_transaction(std::size_t worker_batch) const { return worker_batch; }

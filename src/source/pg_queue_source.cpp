@@ -1,5 +1,7 @@
 #include "source/pg_queue_source.hpp"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 #include <pqxx/transaction>
 
@@ -13,7 +15,15 @@ std::vector<std::int64_t> enqueue_messages(pqxx::connection& conn, const std::ve
   std::vector<std::int64_t> ids;
   ids.reserve(bodies.size());
   pqxx::work txn{conn};
-  for (const auto& b : bodies) ids.push_back(exec(txn, sql::queue_enqueue, pqxx::binarystring{b})[0][0].as<std::int64_t>());
+  for (const auto& b : bodies) {
+    const auto request = queued_request_of(b);
+    std::optional<std::string> user, campaign;
+    if (request) {
+      user = request->user_id;
+      campaign = request->campaign;
+    }
+    ids.push_back(exec(txn, sql::queue_enqueue, pqxx::binarystring{b}, user, campaign)[0][0].as<std::int64_t>());
+  }
   exec(txn, sql::queue_notify);
   txn.commit();
   return ids;
@@ -70,6 +80,33 @@ std::vector<delivery> deliveries_of(const pg_rows& rows) {
 asio::awaitable<std::vector<delivery>> pg_queue_source::take(pg_connection& conn, std::size_t max) {
   std::vector<pg_param> params{std::to_string(max)};
   co_return deliveries_of(co_await conn.exec(sql::queue_take, std::move(params)));
+}
+
+asio::awaitable<std::optional<one_statement_claims>> pg_queue_source::take_and_claim(
+    pg_connection& conn, std::size_t max, const std::string& default_campaign) {
+  std::vector<pg_param> params{std::to_string(max), default_campaign};
+  const auto rows = co_await conn.exec(sql::queue_claim, std::move(params));
+  one_statement_claims out;
+  const int id = rows.column("id"), lag = rows.column("lag_s"), status = rows.column("status"),
+            voucher = rows.column("voucher_id"), campaign = rows.column("campaign_id"),
+            free_from = rows.column("free_from");
+  for (int r = 0; r < rows.size(); ++r) {
+    out.max_lag_seconds = std::max(out.max_lag_seconds, std::strtod(std::string{rows.text(r, lag)}.c_str(), nullptr));
+    if (rows.is_null(r, status)) {
+      delivery d;
+      d.id = std::string{rows.text(r, id)};
+      out.left.push_back(std::move(d));
+    } else {
+      const auto s = claim_status_from(rows.text(r, status));
+      if (!s) throw voucherd_error{failure_kind::internal, fmt::format("queue_claim answered status {}", rows.text(r, status))};
+      out.finished.push_back(*s);
+      auto& p = out.progress[std::string{rows.text(r, campaign)}];
+      p.campaign_id = rows.int64(r, campaign);
+      p.free_from = rows.int64(r, free_from);
+      if (*s == claim_status::claimed) p.highest_claimed = std::max(p.highest_claimed, rows.int64(r, voucher));
+    }
+  }
+  co_return out;
 }
 
 asio::awaitable<int> pg_queue_source::note_attempt(pg_connection& conn, delivery& d, int tries,

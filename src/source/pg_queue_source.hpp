@@ -35,6 +35,9 @@ class pg_queue_source final : public message_source {
   asio::awaitable<int> note_attempt(pg_connection& conn, delivery& d, int tries,
                                     std::optional<std::string> error) override;
   asio::awaitable<std::vector<delivery>> retake(pg_connection& conn, std::vector<delivery> batch) override;
+  // sql/queue_claim.sql: which messages are plain, and what it does with the others.
+  asio::awaitable<std::optional<one_statement_claims>> take_and_claim(pg_connection& conn, std::size_t max,
+                                                                      const std::string& default_campaign) override;
   // A queue row is its own record: record() writes the outcome onto it,
   // keyed by the queue id, exactly once (take, claim and mark-done commit
   // together), so the claim records nothing in message_outcome, and an id

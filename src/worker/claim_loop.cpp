@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <random>
+#include <utility>
 
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -97,6 +98,19 @@ asio::awaitable<claim_loop::transaction_result> claim_loop::finish_transaction(p
     conn.close();  // the claims committed; the next loop reconnects
   }
   co_return result;
+}
+
+void claim_loop::account(const one_statement_claims& one, clock_type::duration took) {
+  if (one.finished.empty()) return;
+  ++commits_;
+  const double seconds = std::chrono::duration<double>(took).count();
+  bool notified = false;
+  for (const auto status : one.finished) {
+    registry_.record_claim(status, seconds);
+    notified = notified || status == claim_status::claimed;
+  }
+  if (notified && bell_) bell_->ring();
+  registry_.set_queue_lag(one.max_lag_seconds);
 }
 
 void claim_loop::give_back(message_source& src, delivery d, bool unavailable) {
@@ -287,6 +301,10 @@ asio::awaitable<void> claim_loop::run(asio::io_context& ctx, message_source& src
   backoff retry{seed_ + static_cast<std::uint64_t>(index)};
   std::mt19937_64 rng{seed_ ^ static_cast<std::uint64_t>(index * 7919)};
   const auto claimer_name = fmt::format("{}-{}", src.name(), index);
+  // The source's one-statement path (take_and_claim), while it has one and
+  // the general path is not owed a turn: messages it left, or a failure.
+  bool one_statement = config_.pg_one_statement, general_next = false;
+  std::vector<delivery> left;
   // On stop, a claimer finishes what the source already read into memory,
   // unless it has no database to finish it with.
   while (!(stopping_ && (src.drained() || !conn.is_open())) && !src.finished()) {
@@ -310,6 +328,35 @@ asio::awaitable<void> claim_loop::run(asio::io_context& ctx, message_source& src
         continue;
       }
     }
+    if (one_statement && left.empty() && !general_next) {
+      std::optional<one_statement_claims> one;
+      const auto started = clock_type::now();
+      try {
+        one = co_await src.take_and_claim(conn, src.messages_per_transaction(config_.batch), config_.campaign);
+      } catch (const std::exception&) {
+        // It changed nothing. The general path runs these messages next,
+        // with its own answer to whatever failed (retry, split, back off),
+        // until one of its transactions commits.
+        general_next = true;
+        continue;
+      }
+      if (!one) {
+        one_statement = false;  // the source has no such path
+      } else {
+        account(*one, clock_type::now() - started);
+        try {
+          co_await core_.advance_marks(conn, one->progress);
+        } catch (const std::exception&) {
+          conn.close();  // the claims committed; the next loop reconnects
+        }
+        if (one->finished.empty() && one->left.empty()) {
+          if (stopping_ || src.finished()) break;
+          co_await src.wait_for_work(conn);
+        }
+        left = std::move(one->left);
+        continue;
+      }
+    }
     std::vector<delivery> batch, suspects;
     std::chrono::milliseconds pause{0};
     transaction_result result;
@@ -319,9 +366,19 @@ asio::awaitable<void> claim_loop::run(asio::io_context& ctx, message_source& src
       // with the first claim): one round trip.
       conn.defer_simple(sql::worker_begin);
       const auto started = clock_type::now();
-      batch = co_await src.take(conn, src.messages_per_transaction(config_.batch));
+      const bool retaking = !left.empty();
+      if (retaking) {
+        // A named local, not a temporary in the co_await (GCC 12 destroys
+        // those twice; see db/pg_connection.cpp).
+        auto again = std::exchange(left, {});
+        batch = co_await src.retake(conn, std::move(again));
+      } else {
+        batch = co_await src.take(conn, src.messages_per_transaction(config_.batch));
+      }
       if (batch.empty()) {
         co_await conn.rollback();
+        general_next = false;
+        if (retaking) continue;  // done or taken by another claimer meanwhile
         if ((stopping_ && src.drained()) || src.finished()) break;
         co_await src.wait_for_work(conn);
         continue;
@@ -339,6 +396,7 @@ asio::awaitable<void> claim_loop::run(asio::io_context& ctx, message_source& src
       result = {ending::unavailable, e.what()};
       conn.close();
     }
+    if (result.how == ending::committed) general_next = false;
     try {
       switch (result.how) {
         case ending::committed: break;

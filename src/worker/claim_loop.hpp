@@ -1,9 +1,12 @@
 #pragma once
 // The loop of one claimer, and what it does when a transaction fails. Each
 // claimer owns one asynchronous Postgres connection (db/pg_connection) and
-// runs one transaction per batch:
+// runs one transaction per batch, the general path:
 //   BEGIN; take up to --batch messages; claim them (claim_core); let the
 //   source record the outcomes; COMMIT; then let the source acknowledge.
+// A source whose messages are rows of the same database (the pg queue) does
+// the plain ones in one statement instead (take_and_claim); the messages it
+// leaves, and every message after it fails, go through the general path.
 // How a transaction can end, and what follows:
 //  - committed: acknowledged, then the free marks move (claim_core);
 //  - retry at once (a racing duplicate of the same user committed first, a
@@ -67,6 +70,8 @@ class claim_loop {
   // committed and moves the free marks.
   asio::awaitable<transaction_result> finish_transaction(pg_connection& conn, message_source& src,
                                                          std::vector<delivery>& batch, clock_type::time_point started);
+  // Counts what a one-statement claim committed (message_source::take_and_claim).
+  void account(const one_statement_claims& one, clock_type::duration took);
   // One delivery in a transaction of its own (taken again with retake).
   asio::awaitable<transaction_result> try_alone(pg_connection& conn, message_source& src, delivery& d);
   // Tries each delivery of a failed batch alone. Returns a pause for the claimer.
