@@ -36,10 +36,22 @@ TEST_CASE("claims that landed more than k_free_mark_gap past the mark move it; n
   CHECK_MESSAGE(!policy.should_advance(landed(1, 100, 100)), "claims at the mark leave it");
   CHECK_MESSAGE(!policy.should_advance(landed(1, 100, 100 + k_free_mark_gap)), "exactly the gap past it leaves it");
   CHECK_MESSAGE(policy.should_advance(landed(1, 100, 101 + k_free_mark_gap)), "one further moves it");
-  CHECK_MESSAGE(policy.should_advance(landed(1, 100, 101 + k_free_mark_gap)),
-                "and does so every time: the gap rule has no throttle");
+  CHECK_MESSAGE(!policy.should_advance(landed(1, 100, 120 + k_free_mark_gap)),
+                "another claimer that saw the same mark leaves it to the first");
+  CHECK_MESSAGE(policy.should_advance(landed(2, 100, 101 + k_free_mark_gap)), "marks of other campaigns are their own");
+  CHECK_MESSAGE(policy.should_advance(landed(1, 300, 301 + k_free_mark_gap)), "a claim past a moved mark moves it again");
   CHECK_MESSAGE(!policy.should_advance(landed(1, 500, 400)), "claims below the mark leave it");
   CHECK_MESSAGE(!policy.should_advance(campaign_progress{}), "no claims, no move");
+}
+
+TEST_CASE("a mark that did not move is tried again a second later") {
+  free_mark_policy policy;
+  REQUIRE(policy.should_advance(landed(1, 100, 101 + k_free_mark_gap)));
+  // The try met a locked campaign row (an import): the mark stayed at 100.
+  CHECK_FALSE(policy.should_advance(landed(1, 100, 150 + k_free_mark_gap)));
+  const bool again = wait_until([&] { return policy.should_advance(landed(1, 100, 160 + k_free_mark_gap)); },
+                                std::chrono::seconds{30});
+  CHECK_MESSAGE(again, "a mark left behind is tried again");
 }
 
 TEST_CASE("a sold-out claim moves the mark, at most once a second per campaign") {

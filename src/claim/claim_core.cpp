@@ -62,12 +62,24 @@ claim_outcome unknown_campaign_outcome(const claim_request& r) {
 }
 
 bool free_mark_policy::should_advance(const campaign_progress& p) {
-  bool advance = p.highest_claimed - p.free_from > k_free_mark_gap;
+  const bool gap = p.highest_claimed - p.free_from > k_free_mark_gap;
+  if (!gap && !p.saw_sold_out) return false;
+  const auto now = std::chrono::steady_clock::now();
+  const std::lock_guard lock{mutex_};
+  bool advance = false;
+  if (gap) {
+    // Once per mark value: the claimers that see the same mark leave it to
+    // the first; a second later it may be tried again (that try may have met
+    // an import holding the campaign row).
+    auto& last = last_gap_try_[p.campaign_id];
+    if (p.free_from > last.free_from || now - last.at > std::chrono::seconds{1}) {
+      last = {std::max(last.free_from, p.free_from), now};
+      advance = true;
+    }
+  }
   if (p.saw_sold_out) {
     // A sold-out claim walked from the mark to the end of the pool; move the
     // mark past it, but at most once a second per campaign.
-    auto now = std::chrono::steady_clock::now();
-    const std::lock_guard lock{mutex_};
     auto& last = last_sold_out_advance_[p.campaign_id];
     if (now - last > std::chrono::seconds{1}) {
       last = now;
