@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include "support/test_ca.hpp"
+#include "worker/worker_config.hpp"
 #include "worker_fixture.hpp"
 
 using namespace voucherd::test;
@@ -15,7 +16,7 @@ TEST_CASE("worker --help documents every option") {
                              "--redis-url", "--stream", "--group", "--consumer", "--dead-letter-stream",
                              "--claim-idle-ms", "--max-deliveries", "--shutdown-grace-ms", "--database-url",
                              "--http-token-file", "--http-tls-cert", "--http-tls-key", "--webhook-ca-file",
-                             "--http-queue-max", "--http-deadline-ms"})
+                             "--http-queue-max", "--http-deadline-ms", "--http-claimers", "--pg-general-path"})
     CHECK_MESSAGE(r.out.find(option) != std::string::npos, option << " is documented in --help");
 }
 
@@ -41,6 +42,8 @@ TEST_CASE("bad worker options are refused at start-up with a message naming the 
       {{"--threads", "-1"}, "--threads must be 0 (one per CPU) .. 64"},
       {{"--threads", "65"}, "--threads must be 0 (one per CPU) .. 64"},
       {{"--source", "redis", "--threads", "2"}, "only --source pg runs its claimers on several threads"},
+      {{"--http", "127.0.0.1:0", "--concurrency", "2", "--http-claimers", "3"}, "--http-claimers must be 1..2"},
+      {{"--http", "127.0.0.1:0", "--http-claimers", "-1"}, "--http-claimers must be 1..4"},
   };
   for (const auto& call : calls) {
     std::vector<std::string> args{"worker", "--database-url", url};
@@ -50,6 +53,20 @@ TEST_CASE("bad worker options are refused at start-up with a message naming the 
     CHECK_MESSAGE(r.exit_code == 64, "usage error exit 64, got " << r.exit_code << ": " << r.err);
     CHECK_MESSAGE(r.err.find(call.says) != std::string::npos, "the message says '" << call.says << "': " << r.err);
   }
+}
+
+TEST_CASE("POST /v1/claims gets two claimers under group commit, every claimer at --batch 1, or --http-claimers") {
+  voucherd::worker_config c;
+  c.concurrency = 8;
+  CHECK(c.http_claimers() == voucherd::http_source_limits::k_default_group_claimers);
+  c.http.batch = 1;
+  CHECK_MESSAGE(c.http_claimers() == 8, "no group commit: one request a transaction, every claimer");
+  c.http.batch = 100;
+  c.http.claimers = 5;
+  CHECK(c.http_claimers() == 5);
+  c.http.claimers = 0;
+  c.concurrency = 1;
+  CHECK_MESSAGE(c.http_claimers() == 1, "never more than --concurrency");
 }
 
 TEST_CASE("environment fills what flags leave open, and is validated the same way") {

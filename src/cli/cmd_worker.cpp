@@ -23,6 +23,7 @@ constexpr const char* k_env_campaign = "VOUCHERD_CAMPAIGN";
 constexpr const char* k_env_concurrency = "VOUCHERD_CONCURRENCY";
 constexpr const char* k_env_batch = "VOUCHERD_BATCH";
 constexpr const char* k_env_http_queue_max = "VOUCHERD_HTTP_QUEUE_MAX";
+constexpr const char* k_env_http_claimers = "VOUCHERD_HTTP_CLAIMERS";
 constexpr const char* k_env_http_deadline_ms = "VOUCHERD_HTTP_DEADLINE_MS";
 constexpr const char* k_env_threads = "VOUCHERD_THREADS";
 constexpr const char* k_env_redis_url = "VOUCHERD_REDIS_URL";
@@ -131,6 +132,10 @@ int run_worker(const args& a) {
        fmt::format("POST /v1/claims: a request still unclaimed this long after it arrived is answered 503 with "
                    "Retry-After and never claimed (env VOUCHERD_HTTP_DEADLINE_MS; default {})",
                    http_source_limits::k_default_deadline.count()).c_str())
+      ("http-claimers", po::value(&config.http.claimers),
+       fmt::format("POST /v1/claims: claimers taking its requests, 1..--concurrency (env VOUCHERD_HTTP_CLAIMERS; "
+                   "default {} under group commit, --concurrency at --batch 1). Fewer claimers make bigger groups "
+                   "and fewer commits", http_source_limits::k_default_group_claimers).c_str())
       ("http-token-file", po::value(&http_token_file),
        "POST /v1/claims then requires \"Authorization: Bearer TOKEN\", TOKEN the file's first line (16+ "
        "characters); /healthz, /readyz, /metrics stay open (env VOUCHERD_HTTP_TOKEN_FILE, or the token itself "
@@ -199,6 +204,7 @@ int run_worker(const args& a) {
   if (queue_max < 1)
     throw voucherd_error{failure_kind::usage, fmt::format("--http-queue-max must be at least 1, got {}", queue_max)};
   config.http.queue_max = static_cast<std::size_t>(queue_max);
+  if (!vm.count("http-claimers")) config.http.claimers = static_cast<int>(env_number(k_env_http_claimers, 0));
   config.http.deadline = std::chrono::milliseconds{
       vm.count("http-deadline-ms") ? http_deadline_ms : env_number(k_env_http_deadline_ms, config.http.deadline.count())};
   if (!vm.count("redis-url")) config.redis.url = env_or(k_env_redis_url, config.redis.url);

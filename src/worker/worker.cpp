@@ -128,7 +128,7 @@ int worker::run() {
   log_json(log_level::info, "worker starting",
            {{"source", s.source->name()}, {"concurrency", s.config.concurrency},
             {"threads", s.config.claimer_threads()}, {"batch", s.config.batch},
-            {"http_batch", s.config.http.batch}, {"campaign", s.config.campaign}, {"pid", static_cast<std::int64_t>(::getpid())}});
+            {"http_batch", s.config.http.batch}, {"http_claimers", s.config.http_claimers()}, {"campaign", s.config.campaign}, {"pid", static_cast<std::int64_t>(::getpid())}});
   if (!s.config.notify.empty()) {
     auto notify = s.config.notify_settings();
     notify.listen_url = s.config.notify_listen_url;
@@ -151,7 +151,7 @@ int worker::run() {
   if (!s.config.http_listen.empty()) {
     s.http = std::make_unique<http_surface>(s.io, s.config, s.registry);
     s.http->start();
-    for (int i = 0; i < s.config.concurrency; ++i) s.spawn_claimer(s.io, s.http->source(), i);
+    for (int i = 0; i < s.config.http_claimers(); ++i) s.spawn_claimer(s.io, s.http->source(), i);
   }
   const int threads = s.config.claimer_threads();
   for (int t = 1; t < threads; ++t) s.extra_ios.push_back(std::make_unique<asio::io_context>(1));

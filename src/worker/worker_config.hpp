@@ -78,6 +78,11 @@ struct worker_config {
   redis_source_config redis;
   std::chrono::milliseconds shutdown_grace = k_default_shutdown_grace;
 
+  // POST /v1/claims: how many claimers take its requests: http.claimers
+  // when given, else k_default_group_claimers under group commit (a batch
+  // above 1), else (--batch 1) concurrency; never more than concurrency.
+  int http_claimers() const;
+
   // Throws voucherd_error(usage) naming the option and the allowed values,
   // or voucherd_error(config) for a file it names that cannot be used (the
   // HTTP certificate or key, the webhook CA) or an unusable token. Everything
