@@ -44,6 +44,15 @@ TEST_CASE("claims that landed more than k_free_mark_gap past the mark move it; n
   CHECK_MESSAGE(!policy.should_advance(campaign_progress{}), "no claims, no move");
 }
 
+TEST_CASE("claims that read no mark (the pg queue's one statement) move it past their own, larger gap") {
+  free_mark_policy policy;
+  auto wide = landed(1, 100, 101 + k_free_mark_gap);
+  wide.gap = 1000;
+  CHECK_MESSAGE(!policy.should_advance(wide), "within its gap");
+  wide.highest_claimed = 1101;
+  CHECK_MESSAGE(policy.should_advance(wide), "past its gap");
+}
+
 TEST_CASE("a mark that did not move is tried again a second later") {
   free_mark_policy policy;
   REQUIRE(policy.should_advance(landed(1, 100, 101 + k_free_mark_gap)));

@@ -62,7 +62,7 @@ claim_outcome unknown_campaign_outcome(const claim_request& r) {
 }
 
 bool free_mark_policy::should_advance(const campaign_progress& p) {
-  const bool gap = p.highest_claimed - p.free_from > k_free_mark_gap;
+  const bool gap = p.highest_claimed - p.free_from > p.gap;
   if (!gap && !p.saw_sold_out) return false;
   const auto now = std::chrono::steady_clock::now();
   const std::lock_guard lock{mutex_};

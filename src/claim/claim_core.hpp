@@ -64,6 +64,10 @@ struct campaign_progress {
   std::int64_t free_from = 0;
   std::int64_t highest_claimed = 0;
   bool saw_sold_out = false;
+  // How far past the mark claims may land before it moves: k_free_mark_gap
+  // for claims that start from the mark; more for the pg queue's one
+  // statement, which reads no mark and moves it only for the claims that do.
+  std::int64_t gap = k_free_mark_gap;
 };
 using claim_progress = std::map<std::string, campaign_progress>;  // by campaign name
 
