@@ -305,6 +305,7 @@ asio::awaitable<void> claim_loop::run(asio::io_context& ctx, message_source& src
   // the general path is not owed a turn: messages it left, or a failure.
   bool one_statement = config_.pg_one_statement, general_next = false;
   std::vector<delivery> left;
+  std::int64_t one_statement_failures = 0;
   // On stop, a claimer finishes what the source already read into memory,
   // unless it has no database to finish it with.
   while (!(stopping_ && (src.drained() || !conn.is_open())) && !src.finished()) {
@@ -333,10 +334,17 @@ asio::awaitable<void> claim_loop::run(asio::io_context& ctx, message_source& src
       const auto started = clock_type::now();
       try {
         one = co_await src.take_and_claim(conn, src.messages_per_transaction(config_.batch), config_.campaign);
-      } catch (const std::exception&) {
+      } catch (const std::exception& e) {
         // It changed nothing. The general path runs these messages next,
         // with its own answer to whatever failed (retry, split, back off),
-        // until one of its transactions commits.
+        // until one of its transactions commits. Logged at the 1st, 2nd,
+        // 4th, 8th... failure of this claimer: a concurrent claim of the
+        // same user fails it now and then by design.
+        const auto n = ++one_statement_failures;
+        if ((n & (n - 1)) == 0) {
+          log_json(log_level::info, "one-statement claim failed; the general path takes its messages",
+                   {{"claimer", claimer_name}, {"error", e.what()}, {"failures", n}});
+        }
         general_next = true;
         continue;
       }
