@@ -37,16 +37,14 @@ WITH taken AS MATERIALIZED (
      ORDER BY id
      LIMIT $1
        FOR UPDATE SKIP LOCKED
-), parsed AS MATERIALIZED (
-    SELECT t.id, t.user_id, coalesce(t.campaign, nullif($2, '')) AS campaign
-      FROM taken t
-     WHERE t.attempts = 0 AND t.user_id IS NOT NULL
 ), plain AS MATERIALIZED (
-    -- Plain, in an active campaign, and the first message of its user here.
+    -- Holding its request, never tried alone, the first message of its user
+    -- here, and in an active campaign (a NULL campaign joins none).
     SELECT p.id, p.user_id, c.id AS campaign_id, c.free_from
-      FROM (SELECT p.*, row_number() OVER (PARTITION BY p.campaign, p.user_id ORDER BY p.id) AS nth
-              FROM parsed p
-             WHERE p.user_id IS NOT NULL AND p.campaign IS NOT NULL) p
+      FROM (SELECT r.*, row_number() OVER (PARTITION BY r.campaign, r.user_id ORDER BY r.id) AS nth
+              FROM (SELECT t.id, t.user_id, coalesce(t.campaign, nullif($2, '')) AS campaign
+                      FROM taken t
+                     WHERE t.attempts = 0 AND t.user_id IS NOT NULL) r) p
       JOIN campaign_state c ON c.name = p.campaign AND c.active  -- migration 0005
      WHERE p.nth = 1
 ), owned AS MATERIALIZED (
