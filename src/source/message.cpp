@@ -16,11 +16,11 @@ std::optional<std::string> text_or_integer(const boost::json::value& v) {
   return std::nullopt;
 }
 
-}  // namespace
-
-std::variant<claim_request, claim_outcome> parse_message(std::string_view body, bool oversized,
-                                                         const std::string& default_campaign,
-                                                         std::string_view transport) {
+// parse_message, also saying whether the message named its campaign.
+std::variant<claim_request, claim_outcome> parse(std::string_view body, bool oversized,
+                                                 const std::string& default_campaign, std::string_view transport,
+                                                 bool& campaign_named) {
+  campaign_named = false;
   auto reject = [&](std::string reason, std::string campaign = {}, std::string user = {}) {
     return rejected_outcome(std::move(campaign), std::move(user), std::move(reason));
   };
@@ -37,6 +37,7 @@ std::variant<claim_request, claim_outcome> parse_message(std::string_view body, 
   if (const auto* c = obj.if_contains("campaign"); c && !c->is_null()) {
     if (!c->is_string()) return reject("campaign must be a string");
     r.campaign = std::string{c->get_string()};
+    campaign_named = true;
   }
   if (const auto* m = obj.if_contains("message_id"); m && !m->is_null()) {
     auto id = text_or_integer(*m);
@@ -61,19 +62,25 @@ std::variant<claim_request, claim_outcome> parse_message(std::string_view body, 
   return r;
 }
 
+}  // namespace
+
+std::variant<claim_request, claim_outcome> parse_message(std::string_view body, bool oversized,
+                                                         const std::string& default_campaign,
+                                                         std::string_view transport) {
+  bool named = false;
+  return parse(body, oversized, default_campaign, transport, named);
+}
+
 std::optional<queued_request> queued_request_of(std::string_view body) {
-  // Parsed as the worker will, with two different default campaigns: a
-  // message that names its campaign comes out the same under both.
+  // Parsed as the worker will; "a" stands for whatever --campaign it has (a
+  // valid name, so that only the message's own fields can reject it).
   if (body.size() > k_max_message_bytes) return std::nullopt;
-  auto first = parse_message(body, false, "a", "pg");
-  auto* a = std::get_if<claim_request>(&first);
-  if (!a) return std::nullopt;
-  if (a->campaign != "a") return queued_request{std::move(a->user_id), std::move(a->campaign)};
-  auto second = parse_message(body, false, "b", "pg");
-  auto* b = std::get_if<claim_request>(&second);
-  if (!b) return std::nullopt;
-  if (b->campaign == "b") return queued_request{std::move(a->user_id), std::nullopt};
-  return queued_request{std::move(a->user_id), std::move(a->campaign)};  // it names "a"
+  bool named = false;
+  auto parsed = parse(body, false, "a", "pg", named);
+  auto* r = std::get_if<claim_request>(&parsed);
+  if (!r) return std::nullopt;
+  if (!named) return queued_request{std::move(r->user_id), std::nullopt};
+  return queued_request{std::move(r->user_id), std::move(r->campaign)};
 }
 
 bool is_malformed(const claim_outcome& o) {
