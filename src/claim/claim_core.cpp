@@ -91,7 +91,7 @@ bool free_mark_policy::should_advance(const campaign_progress& p) {
 
 asio::awaitable<std::vector<claim_outcome>> claim_core::claim(pg_connection& conn,
                                                               std::span<const claim_request> requests, bool batched,
-                                                              claim_progress& progress) {
+                                                              claim_progress& progress, bool commit) {
   std::vector<claim_outcome> out(requests.size());
   // Valid requests, grouped by campaign in order of first appearance.
   std::vector<std::pair<std::string, std::vector<std::size_t>>> groups;
@@ -105,23 +105,36 @@ asio::awaitable<std::vector<claim_outcome>> claim_core::claim(pg_connection& con
     if (g == groups.end()) groups.push_back({r.campaign, {i}});
     else g->second.push_back(i);
   }
-  for (const auto& [campaign, members] : groups) {
+  if (commit && groups.empty()) co_await conn.rollback();  // nothing to claim: ends the deferred BEGIN
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    const auto& [campaign, members] = groups[g];
+    // With commit, the last campaign's statement ends the transaction.
+    const bool last = commit && g + 1 == groups.size();
     std::vector<std::size_t> suspected;
-    co_await claim_pass(conn, requests, members, batched, false, out, progress, suspected);
+    co_await claim_pass(conn, requests, members, batched, false, last, out, progress, suspected);
     if (suspected.empty()) continue;
     // Wait for the holders of the free vouchers SKIP LOCKED passed over, then
-    // claim again: claim_wait_free goes out in the same round trip.
+    // claim again: claim_wait_free goes out in the same round trip (behind a
+    // new BEGIN when the first pass committed).
+    if (last) conn.defer_simple(sql::worker_begin);
     std::vector<pg_param> wait_params{campaign, std::to_string(suspected.size())};
     conn.defer(sql::claim_wait_free, std::move(wait_params));
     std::vector<std::size_t> sold_out;
-    co_await claim_pass(conn, requests, suspected, batched, true, out, progress, sold_out);
+    std::optional<pg_error> failed;
+    try {
+      co_await claim_pass(conn, requests, suspected, batched, true, last, out, progress, sold_out);
+    } catch (const pg_error& e) {
+      if (!last) throw;  // nothing committed yet
+      failed = e;
+    }
+    if (failed) throw partly_committed{std::move(out), std::move(suspected), std::move(*failed)};
   }
   co_return out;
 }
 
 asio::awaitable<void> claim_core::claim_pass(pg_connection& conn, std::span<const claim_request> requests,
                                              const std::vector<std::size_t>& members, bool batched, bool final,
-                                             std::vector<claim_outcome>& out, claim_progress& progress,
+                                             bool commit, std::vector<claim_outcome>& out, claim_progress& progress,
                                              std::vector<std::size_t>& sold_out) {
   const std::string final_text = final ? "true" : "false";
   auto note = [&](const pg_rows& rows, int row, std::size_t i) {
@@ -143,12 +156,21 @@ asio::awaitable<void> claim_core::claim_pass(pg_connection& conn, std::span<cons
                               rows.is_null(row, reason) ? "" : rows.text(row, reason));
     note(rows, row, i);
   };
+  // The pass's last statement, with COMMIT behind it when asked. Not a
+  // conditional expression around two co_awaits: GCC 12 destroys the
+  // temporaries of those twice.
+  auto run = [&](const sql_statement& statement, std::vector<pg_param> params,
+                 bool last) -> asio::awaitable<pg_rows> {
+    if (commit && last) co_return co_await conn.exec_then(statement, std::move(params), sql::worker_commit);
+    co_return co_await conn.exec(statement, std::move(params));
+  };
   if (!batched || members.size() == 1) {
-    for (auto i : members) {
+    for (std::size_t k = 0; k < members.size(); ++k) {
+      const auto i = members[k];
       const auto& r = requests[i];
       // Named, not a braced temporary inside co_await: GCC 12 destroys those twice.
       std::vector<pg_param> params{r.campaign, r.user_id, r.message_id, final_text, r.source};
-      auto rows = co_await conn.exec(sql::claim_one, std::move(params));
+      auto rows = co_await run(sql::claim_one, std::move(params), k + 1 == members.size());
       if (rows.empty()) out[i] = unknown_campaign_outcome(r);
       else read(rows, 0, i);
     }
@@ -161,7 +183,7 @@ asio::awaitable<void> claim_core::claim_pass(pg_connection& conn, std::span<cons
     std::vector<pg_param> params{campaign, join_lines(requests, chunk, &claim_request::user_id),
                                  join_lines(requests, chunk, &claim_request::message_id), final_text,
                                  join_lines(requests, chunk, &claim_request::source)};
-    auto rows = co_await conn.exec(sql::claim_batch, std::move(params));
+    auto rows = co_await run(sql::claim_batch, std::move(params), start + chunk.size() == all.size());
     if (rows.empty()) {
       for (auto i : chunk) out[i] = unknown_campaign_outcome(requests[i]);
       continue;

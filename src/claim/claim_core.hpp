@@ -25,13 +25,15 @@
 //  - the free mark (campaign.free_from) moves up after the transaction
 //    committed, when free_mark_policy says so.
 // What it leaves to the caller: the transaction (claim() runs inside one the
-// caller opened, alongside the source's take and record) and the retry rule
+// caller opened, alongside the source's take and record; or, for a caller
+// whose transaction holds nothing else, claim() commits it) and the retry rule
 // of common/failure.hpp: a racing duplicate delivery fails the transaction
 // with a unique violation on voucher_item_owner_key only after the first
 // delivery committed, so running it again answers already_claimed with the
 // same code.
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -102,6 +104,19 @@ claim_outcome outcome_from_row(const claim_request& request, std::string_view st
 // The outcome when the statement returned no row: the campaign does not exist.
 claim_outcome unknown_campaign_outcome(const claim_request& request);
 
+// Thrown by claim_core::claim(commit = true) when its first transaction
+// committed and the one settling a sold_out suspicion failed (rolled back,
+// or its connection lost): `outcomes` holds an answer for every request, and
+// those at `unsettled` are not answers (their claims did not run).
+struct partly_committed : std::exception {
+  partly_committed(std::vector<claim_outcome> o, std::vector<std::size_t> u, pg_error e)
+      : outcomes{std::move(o)}, unsettled{std::move(u)}, error{std::move(e)} {}
+  const char* what() const noexcept override { return error.what(); }
+  std::vector<claim_outcome> outcomes;
+  std::vector<std::size_t> unsettled;
+  pg_error error;
+};
+
 class claim_core {
  public:
   static constexpr std::size_t k_max_statement_batch = 1000;
@@ -111,8 +126,15 @@ class claim_core {
   // (up to k_max_statement_batch users a statement) rather than claim_one per
   // request. Returns one outcome per request, in order; notes what the free
   // mark needs in progress. Database failures throw pg_error.
+  // commit: the transaction holds nothing but these claims (a push source
+  // that records nothing); claim() commits it, sending COMMIT in the same
+  // round trip as its last statement (one round trip a batch, not two), and
+  // returns with no transaction open. A sold_out suspicion found by that
+  // statement is then settled in a transaction of its own, which claim()
+  // commits too; should that one fail, what the first committed stands and
+  // partly_committed is thrown.
   asio::awaitable<std::vector<claim_outcome>> claim(pg_connection& conn, std::span<const claim_request> requests,
-                                                    bool batched, claim_progress& progress);
+                                                    bool batched, claim_progress& progress, bool commit = false);
 
   // After the claim transaction committed: moves the marks that the policy
   // says should move, each in its own short transaction that skips a campaign
@@ -122,9 +144,10 @@ class claim_core {
 
  private:
   // One pass over the members of one campaign; `final` as in claim_one's $4.
-  // Members answered sold_out are added to `sold_out`.
+  // Members answered sold_out are added to `sold_out`. commit: COMMIT goes
+  // out behind the pass's last statement.
   asio::awaitable<void> claim_pass(pg_connection& conn, std::span<const claim_request> requests,
-                                   const std::vector<std::size_t>& members, bool batched, bool final,
+                                   const std::vector<std::size_t>& members, bool batched, bool final, bool commit,
                                    std::vector<claim_outcome>& out, claim_progress& progress,
                                    std::vector<std::size_t>& sold_out);
 

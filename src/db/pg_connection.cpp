@@ -195,13 +195,15 @@ asio::awaitable<void> pg_connection::rollback() {
   co_await exec_simple(sql::worker_rollback);
 }
 
-asio::awaitable<pg_rows> pg_connection::run_pipeline(queued last) {
+asio::awaitable<pg_rows> pg_connection::run_pipeline(queued last, const sql_statement* then) {
   auto items = std::move(deferred_);
   deferred_.clear();
   items.push_back(std::move(last));
+  const std::size_t wanted = items.size() - 1;  // whose rows are returned
+  if (then) items.push_back(queued{then, {}, false});
   for (const auto& item : items)
     if (item.prepared) co_await prepare(*item.statement);
-  const auto& name = items.back().statement->name;
+  const auto& name = items[wanted].statement->name;
   arm();
   if (PQenterPipelineMode(conn_) != 1) throw lost(name, "cannot enter pipeline mode");
   for (const auto& item : items)
@@ -229,7 +231,7 @@ asio::awaitable<pg_rows> pg_connection::run_pipeline(queued last) {
         PQclear(r);
         break;
       default:
-        if (index == items.size() - 1) rows = pg_rows{r};
+        if (index == wanted) rows = pg_rows{r};
         else PQclear(r);
     }
   }
@@ -257,6 +259,14 @@ asio::awaitable<pg_rows> pg_connection::exec(const sql_statement& statement, std
   arm();
   if (!send(one)) throw lost(statement.name);
   co_return co_await finish(statement.name);
+}
+
+asio::awaitable<pg_rows> pg_connection::exec_then(const sql_statement& statement, std::vector<pg_param> params,
+                                                  const sql_statement& then) {
+  if (!is_open()) throw lost(statement.name, "not connected");
+  bound_transaction();
+  queued last{&statement, std::move(params), true};
+  co_return co_await run_pipeline(std::move(last), &then);
 }
 
 asio::awaitable<void> pg_connection::exec_simple(const sql_statement& statement) {

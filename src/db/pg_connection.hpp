@@ -18,7 +18,8 @@
 //    UPDATE), defer_simple() a parameterless one (BEGIN): it goes out with
 //    the next exec()/exec_simple(), all in one round trip (libpq pipeline
 //    mode), and its error is thrown there, naming it. A claimer's transaction thus costs three round trips, not five:
-//    BEGIN+take, claim, mark-done+COMMIT;
+//    BEGIN+take, claim, mark-done+COMMIT; exec_then() sends a statement
+//    with COMMIT behind it, for a transaction whose last statement it is;
 //  - rollback() drops what is deferred and ends an open transaction; with
 //    none open on the server (its BEGIN was never sent) it sends nothing;
 //  - nothing waits forever: connect() gives up after deadlines.connect, and
@@ -125,6 +126,11 @@ class pg_connection {
 
   asio::awaitable<pg_rows> exec(const sql_statement& statement, std::vector<pg_param> params = {});
   asio::awaitable<void> exec_simple(const sql_statement& statement);
+  // exec(), with the parameterless `then` (COMMIT) sent behind it in the
+  // same round trip; returns statement's rows. Should statement fail, `then`
+  // does not run (the pipeline is aborted) and statement's error is thrown.
+  asio::awaitable<pg_rows> exec_then(const sql_statement& statement, std::vector<pg_param> params,
+                                     const sql_statement& then);
   void defer(const sql_statement& statement, std::vector<pg_param> params = {});
   void defer_simple(const sql_statement& statement);
   asio::awaitable<void> rollback();
@@ -156,7 +162,9 @@ class pg_connection {
   static pg_error connect_failure(const std::string& why);
   // Sends one statement (the prepared one must exist); false if libpq refused.
   bool send(const queued& q);
-  asio::awaitable<pg_rows> run_pipeline(queued last);
+  // Sends what is deferred, then `last`, then `then` (when given), as one
+  // pipeline; returns the rows of `last`.
+  asio::awaitable<pg_rows> run_pipeline(queued last, const sql_statement* then = nullptr);
   asio::awaitable<pg_rows> finish(std::string_view statement);
   // Sends what libpq buffered; waits for the socket as needed.
   asio::awaitable<void> flush(std::string_view statement);

@@ -54,6 +54,7 @@ class http_source final : public message_source {
   void abandoned(std::vector<delivery> batch, bool unavailable) override;
   void database_unavailable() override;
   std::size_t messages_per_transaction(std::size_t) const override { return limits_.batch; }
+  bool records_in_database() const override { return false; }
 
  private:
   using clock_type = std::chrono::steady_clock;

@@ -106,6 +106,12 @@ class message_source {
   // unless the source has its own (the HTTP source's group commit).
   virtual std::size_t messages_per_transaction(std::size_t worker_batch) const { return worker_batch; }
 
+  // Whether record() writes in the claim's transaction. A source whose
+  // record() writes nothing (the push sources: their clients are answered
+  // after the commit) says false: its record() is not called, and the claim
+  // commits its transaction in the round trip of its last statement.
+  virtual bool records_in_database() const { return true; }
+
   // Sets the key a claim records the outcome under (message_outcome.source
   // and message_id, see claim_request::source). By default, the id the
   // message carries, in the source its client named ("<name()>[:<its

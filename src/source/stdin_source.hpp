@@ -35,6 +35,7 @@ class stdin_source final : public message_source {
   asio::awaitable<void> wait_for_work(pg_connection& conn) override;
   asio::awaitable<void> record(pg_connection&, std::vector<delivery>&, const std::vector<claim_outcome>&) override;
   void committed(std::vector<delivery>& batch, const std::vector<claim_outcome>& outcomes) override;
+  bool records_in_database() const override { return false; }
   void abandoned(std::vector<delivery> batch, bool unavailable) override;
   bool finished() const override;
   void stop_intake() override { stop_.store(true); }

@@ -50,20 +50,38 @@ asio::awaitable<claim_loop::transaction_result> claim_loop::finish_transaction(p
   claim_progress progress;
   transaction_result result;
   bool in_transaction = true;
+  // What failed after part of the batch committed (partly_committed): those
+  // deliveries are acknowledged, the rest is handled as the failed batch.
+  std::vector<delivery> settled;
+  std::vector<claim_outcome> settled_outcomes;
   try {
-    auto claimed = co_await core_.claim(conn, requests, src.messages_per_transaction(config_.batch) > 1, progress);
+    // A source that records nothing lets the claim commit (one round trip).
+    const bool claims_only = !src.records_in_database();
+    auto claimed = co_await core_.claim(conn, requests, src.messages_per_transaction(config_.batch) > 1, progress,
+                                        claims_only);
     for (std::size_t k = 0; k < claimed.size(); ++k) outcomes[claimed_index[k]] = std::move(claimed[k]);
-    co_await src.record(conn, batch, outcomes);
-    co_await conn.exec_simple(sql::worker_commit);
+    if (!claims_only) {
+      co_await src.record(conn, batch, outcomes);
+      co_await conn.exec_simple(sql::worker_commit);
+    }
     in_transaction = false;
+  } catch (const partly_committed& e) {
+    for (std::size_t k = 0; k < e.outcomes.size(); ++k) outcomes[claimed_index[k]] = e.outcomes[k];
+    std::vector<bool> unsettled(batch.size(), false);
+    for (auto k : e.unsettled) unsettled[claimed_index[k]] = true;
+    std::vector<delivery> rest;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      if (unsettled[i]) {
+        rest.push_back(std::move(batch[i]));
+      } else {
+        settled.push_back(std::move(batch[i]));
+        settled_outcomes.push_back(std::move(outcomes[i]));
+      }
+    }
+    batch = std::move(rest);
+    result = failed_with(e.error, conn);
   } catch (const pg_error& e) {
-    result.error = e.what();
-    if (e.worth_retrying()) result.how = ending::retry_at_once;
-    else if (e.lost_connection()) result.how = ending::unavailable;
-    else if (is_timeout(e.sqlstate())) result.how = ending::timed_out;
-    else if (refuses_message(e.sqlstate(), e.constraint())) result.how = ending::refused;
-    else result.how = ending::unavailable;
-    if (e.lost_connection()) conn.close();
+    result = failed_with(e, conn);
   } catch (const std::exception& e) {
     result.error = e.what();
     result.how = ending::unavailable;
@@ -76,9 +94,31 @@ asio::awaitable<claim_loop::transaction_result> claim_loop::finish_transaction(p
         conn.close();
       }
     }
+    // Not counted in commits_: the rest failed in this claimer's own
+    // transaction, so its timeout says nothing of the database's speed.
+    if (!settled.empty()) co_await acknowledge(conn, src, settled, settled_outcomes, started, progress);
     co_return result;
   }
   ++commits_;
+  co_await acknowledge(conn, src, batch, outcomes, started, progress);
+  co_return result;
+}
+
+claim_loop::transaction_result claim_loop::failed_with(const pg_error& e, pg_connection& conn) {
+  transaction_result result;
+  result.error = e.what();
+  if (e.worth_retrying()) result.how = ending::retry_at_once;
+  else if (e.lost_connection()) result.how = ending::unavailable;
+  else if (is_timeout(e.sqlstate())) result.how = ending::timed_out;
+  else if (refuses_message(e.sqlstate(), e.constraint())) result.how = ending::refused;
+  else result.how = ending::unavailable;
+  if (e.lost_connection()) conn.close();
+  return result;
+}
+
+asio::awaitable<void> claim_loop::acknowledge(pg_connection& conn, message_source& src, std::vector<delivery>& batch,
+                                              const std::vector<claim_outcome>& outcomes,
+                                              clock_type::time_point started, const claim_progress& progress) {
   // Committed: only now may the source acknowledge.
   const double seconds = std::chrono::duration<double>(clock_type::now() - started).count();
   double lag = 0;
@@ -92,12 +132,12 @@ asio::awaitable<claim_loop::transaction_result> claim_loop::finish_transaction(p
   if (notified && bell_) bell_->ring();
   registry_.set_queue_lag(lag);
   src.committed(batch, outcomes);
+  if (!conn.is_open()) co_return;
   try {
     co_await core_.advance_marks(conn, progress);
   } catch (const std::exception&) {
     conn.close();  // the claims committed; the next loop reconnects
   }
-  co_return result;
 }
 
 void claim_loop::account(const one_statement_claims& one, clock_type::duration took) {

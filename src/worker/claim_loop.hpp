@@ -70,6 +70,13 @@ class claim_loop {
   // committed and moves the free marks.
   asio::awaitable<transaction_result> finish_transaction(pg_connection& conn, message_source& src,
                                                          std::vector<delivery>& batch, clock_type::time_point started);
+  // The ending a database failure means (lost connections closed).
+  static transaction_result failed_with(const pg_error& e, pg_connection& conn);
+  // After a commit: acknowledges the batch to the source, counts its claims,
+  // rings the dispatchers and moves the free marks.
+  asio::awaitable<void> acknowledge(pg_connection& conn, message_source& src, std::vector<delivery>& batch,
+                                    const std::vector<claim_outcome>& outcomes, clock_type::time_point started,
+                                    const claim_progress& progress);
   // Counts what a one-statement claim committed (message_source::take_and_claim).
   void account(const one_statement_claims& one, clock_type::duration took);
   // One delivery in a transaction of its own (taken again with retake).
