@@ -76,6 +76,7 @@ struct tail_scene {
       case claim_path::worker_batch:
         // One claimer, so the three messages go to the database as one batch.
         args = {"worker", "--source", "stdin", "--campaign", k_campaign, "--batch", "100", "--concurrency", "1"};
+        for (const auto& l : leading_lines) input += l + "\n";
         for (const auto& u : users) input += fmt::format(R"({{"user_id":"{}","message_id":"m-{}"}})", u, u) + "\n";
         break;
     }
@@ -102,6 +103,8 @@ struct tail_scene {
   std::vector<std::int64_t> ids;
   std::int64_t locked = 0;
   std::vector<std::string> users;
+  // worker_batch only: lines written ahead of the users' messages.
+  std::vector<std::string> leading_lines;
 };
 
 // Keeps the holder's lock until the claimer's statement has waited on it for
@@ -212,6 +215,14 @@ void holder_outlasts_lock_timeout(claim_path p) {
   tail_scene s{p};
   lock_holder holder{s.db};
   REQUIRE(holder.lock_vouchers(k_campaign, {s.locked}) == 1);
+  if (p == claim_path::worker_batch) {
+    // Ahead of the tail's messages, in the same batch: a line that is no
+    // message (answered before the claim) and a message of an unknown
+    // campaign (a campaign group of its own, claimed first). The tail's
+    // claims then sit at other indices in the batch than in the claim, and
+    // theirs is the statement that commits before the suspicion is settled.
+    s.leading_lines = {"not a message", R"({"user_id":"x-1","campaign":"nowhere","message_id":"m-x-1"})"};
+  }
   auto claimer = s.start({"--lock-timeout-ms", "500"}, {});
   if (p == claim_path::worker_batch) {
     // The worker keeps the messages and retries them while the lock is held
@@ -228,9 +239,11 @@ void holder_outlasts_lock_timeout(claim_path p) {
     REQUIRE_MESSAGE(code.has_value(), "the worker did not finish within 60 s of the release: ", claimer->describe());
     CHECK_MESSAGE(*code == 0, claimer->describe());
     const auto t = read_outcomes(claimer->out());
-    CHECK_MESSAGE(t.status_of.size() == 3, "one outcome per message: ", claimer->describe());
+    CHECK_MESSAGE(lines_of(claimer->out()).size() == 5, "one outcome per line: ", claimer->describe());
     CHECK_MESSAGE(t.count("claimed") == 2, "both free vouchers claimed after the release: ", claimer->describe());
     CHECK_MESSAGE(t.count("sold_out") == 1, claimer->describe());
+    CHECK_MESSAGE(t.count("rejected") == 2, "the line that is no message and the unknown campaign: ", claimer->describe());
+    CHECK_MESSAGE(t.status_of.at("x-1") == "rejected", claimer->describe());
     s.check_audit();
     return;
   }

@@ -107,14 +107,17 @@ claim_outcome unknown_campaign_outcome(const claim_request& request);
 // Thrown by claim_core::claim(commit = true) when its first transaction
 // committed and the one settling a sold_out suspicion failed (rolled back,
 // or its connection lost): `outcomes` holds an answer for every request, and
-// those at `unsettled` are not answers (their claims did not run).
+// those at `unsettled` are not answers (their claims did not run). `error`
+// is the database's failure, when it was one; `why` says what failed.
 struct partly_committed : std::exception {
-  partly_committed(std::vector<claim_outcome> o, std::vector<std::size_t> u, pg_error e)
-      : outcomes{std::move(o)}, unsettled{std::move(u)}, error{std::move(e)} {}
-  const char* what() const noexcept override { return error.what(); }
+  partly_committed(std::vector<claim_outcome> o, std::vector<std::size_t> u, std::optional<pg_error> e,
+                   std::string w)
+      : outcomes{std::move(o)}, unsettled{std::move(u)}, error{std::move(e)}, why{std::move(w)} {}
+  const char* what() const noexcept override { return why.c_str(); }
   std::vector<claim_outcome> outcomes;
   std::vector<std::size_t> unsettled;
-  pg_error error;
+  std::optional<pg_error> error;
+  std::string why;
 };
 
 class claim_core {
@@ -125,7 +128,8 @@ class claim_core {
   // Requests may name several campaigns. batched: claim_batch per campaign
   // (up to k_max_statement_batch users a statement) rather than claim_one per
   // request. Returns one outcome per request, in order; notes what the free
-  // mark needs in progress. Database failures throw pg_error.
+  // mark needs in progress. Database failures throw pg_error (with commit,
+  // after a commit, partly_committed).
   // commit: the transaction holds nothing but these claims (a push source
   // that records nothing); claim() commits it, sending COMMIT in the same
   // round trip as its last statement (one round trip a batch, not two), and

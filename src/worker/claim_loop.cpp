@@ -79,7 +79,12 @@ asio::awaitable<claim_loop::transaction_result> claim_loop::finish_transaction(p
       }
     }
     batch = std::move(rest);
-    result = failed_with(e.error, conn);
+    if (e.error) {
+      result = failed_with(*e.error, conn);
+    } else {
+      result.error = e.what();
+      result.how = ending::unavailable;
+    }
   } catch (const pg_error& e) {
     result = failed_with(e, conn);
   } catch (const std::exception& e) {
