@@ -120,20 +120,14 @@ asio::awaitable<std::vector<claim_outcome>> claim_core::claim(pg_connection& con
     std::vector<pg_param> wait_params{campaign, std::to_string(suspected.size())};
     conn.defer(sql::claim_wait_free, std::move(wait_params));
     std::vector<std::size_t> sold_out;
-    std::optional<pg_error> db_error;
-    std::string failed;
+    std::exception_ptr failure;
     try {
       co_await claim_pass(conn, requests, suspected, batched, true, last, out, progress, sold_out);
-    } catch (const pg_error& e) {
+    } catch (const std::exception&) {
       if (!last) throw;  // nothing committed yet
-      db_error = e;
-      failed = e.what();
-    } catch (const std::exception& e) {
-      if (!last) throw;
-      failed = e.what();
-      if (failed.empty()) failed = "settling a sold_out suspicion failed";
+      failure = std::current_exception();
     }
-    if (!failed.empty()) throw partly_committed{std::move(out), std::move(suspected), std::move(db_error), failed};
+    if (failure) throw partly_committed{std::move(out), std::move(suspected), failure};
   }
   co_return out;
 }

@@ -107,17 +107,15 @@ claim_outcome unknown_campaign_outcome(const claim_request& request);
 // Thrown by claim_core::claim(commit = true) when its first transaction
 // committed and the one settling a sold_out suspicion failed (rolled back,
 // or its connection lost): `outcomes` holds an answer for every request, and
-// those at `unsettled` are not answers (their claims did not run). `error`
-// is the database's failure, when it was one; `why` says what failed.
+// those at `unsettled` are not answers (their claims did not run).
+// `failure` is what the second transaction threw (a pg_error, mostly).
 struct partly_committed : std::exception {
-  partly_committed(std::vector<claim_outcome> o, std::vector<std::size_t> u, std::optional<pg_error> e,
-                   std::string w)
-      : outcomes{std::move(o)}, unsettled{std::move(u)}, error{std::move(e)}, why{std::move(w)} {}
-  const char* what() const noexcept override { return why.c_str(); }
+  partly_committed(std::vector<claim_outcome> o, std::vector<std::size_t> u, std::exception_ptr f)
+      : outcomes{std::move(o)}, unsettled{std::move(u)}, failure{std::move(f)} {}
+  const char* what() const noexcept override { return "a claim transaction partly committed"; }
   std::vector<claim_outcome> outcomes;
   std::vector<std::size_t> unsettled;
-  std::optional<pg_error> error;
-  std::string why;
+  std::exception_ptr failure;
 };
 
 class claim_core {

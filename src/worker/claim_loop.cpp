@@ -79,17 +79,9 @@ asio::awaitable<claim_loop::transaction_result> claim_loop::finish_transaction(p
       }
     }
     batch = std::move(rest);
-    if (e.error) {
-      result = failed_with(*e.error, conn);
-    } else {
-      result.error = e.what();
-      result.how = ending::unavailable;
-    }
-  } catch (const pg_error& e) {
-    result = failed_with(e, conn);
-  } catch (const std::exception& e) {
-    result.error = e.what();
-    result.how = ending::unavailable;
+    result = failed_with(e.failure, conn);
+  } catch (const std::exception&) {
+    result = failed_with(std::current_exception(), conn);
   }
   if (result.how != ending::committed) {
     if (in_transaction && conn.is_open()) {
@@ -109,15 +101,22 @@ asio::awaitable<claim_loop::transaction_result> claim_loop::finish_transaction(p
   co_return result;
 }
 
-claim_loop::transaction_result claim_loop::failed_with(const pg_error& e, pg_connection& conn) {
+claim_loop::transaction_result claim_loop::failed_with(std::exception_ptr failure, pg_connection& conn) {
   transaction_result result;
-  result.error = e.what();
-  if (e.worth_retrying()) result.how = ending::retry_at_once;
-  else if (e.lost_connection()) result.how = ending::unavailable;
-  else if (is_timeout(e.sqlstate())) result.how = ending::timed_out;
-  else if (refuses_message(e.sqlstate(), e.constraint())) result.how = ending::refused;
-  else result.how = ending::unavailable;
-  if (e.lost_connection()) conn.close();
+  try {
+    std::rethrow_exception(failure);
+  } catch (const pg_error& e) {
+    result.error = e.what();
+    if (e.worth_retrying()) result.how = ending::retry_at_once;
+    else if (e.lost_connection()) result.how = ending::unavailable;
+    else if (is_timeout(e.sqlstate())) result.how = ending::timed_out;
+    else if (refuses_message(e.sqlstate(), e.constraint())) result.how = ending::refused;
+    else result.how = ending::unavailable;
+    if (e.lost_connection()) conn.close();
+  } catch (const std::exception& e) {
+    result.error = e.what();
+    result.how = ending::unavailable;
+  }
   return result;
 }
 

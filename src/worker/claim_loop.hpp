@@ -28,6 +28,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -70,8 +71,10 @@ class claim_loop {
   // committed and moves the free marks.
   asio::awaitable<transaction_result> finish_transaction(pg_connection& conn, message_source& src,
                                                          std::vector<delivery>& batch, clock_type::time_point started);
-  // The ending a database failure means (lost connections closed).
-  static transaction_result failed_with(const pg_error& e, pg_connection& conn);
+  // The ending a failed transaction's exception means (a std::exception:
+  // a pg_error by its SQLSTATE, anything else unavailable); a lost
+  // connection is closed.
+  static transaction_result failed_with(std::exception_ptr failure, pg_connection& conn);
   // After a commit: acknowledges the batch to the source, counts its claims,
   // rings the dispatchers and moves the free marks.
   asio::awaitable<void> acknowledge(pg_connection& conn, message_source& src, std::vector<delivery>& batch,
