@@ -201,6 +201,16 @@ TEST_CASE("a voucherd_worker login cannot change the owner of a claimed voucher,
   // The escape hatch stays the owner's: the race lab, run as the owner, still works.
   CHECK(refusal(pool.db.url(), "SET LOCAL voucherd.unguarded = 'on'; UPDATE voucher_item SET user_id = 'bob' WHERE id = " + id) ==
         "");
+
+  // Not even the owner deletes a claimed voucher (migration 0010, which took
+  // the outbox's foreign key off the claim path), with or without a pending
+  // notification; a free one it may.
+  CHECK(refusal(pool.db.url(), "DELETE FROM voucher_item WHERE id = " + id) == "23000");
+  CHECK(refusal(pool.db.url(), "DELETE FROM notification_outbox; DELETE FROM voucher_item WHERE id = " + id) == "23000");
+  CHECK(pool.db.count("SELECT count(*) FROM voucher_item WHERE id = " + id + " AND user_id = 'bob'") == 1);
+  CHECK(refusal(pool.db.url(), "DELETE FROM voucher_item WHERE id = (SELECT max(id) FROM voucher_item WHERE user_id IS NULL)") ==
+        "");
+  CHECK(pool.db.count("SELECT count(*) FROM voucher_item") == 4);
 }
 
 TEST_CASE("a voucherd_worker login can neither disable the trigger nor drop, truncate or alter anything") {
