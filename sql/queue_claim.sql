@@ -21,11 +21,11 @@
 -- claimed concurrently elsewhere fails voucher_item_owner_key and with it
 -- the statement: nothing is written, and the worker runs the general path.
 -- Vouchers come from voucher_item_free_idx as in claim_one (a range of one
--- campaign, ordered by campaign_id, id), with no free mark: the partial
--- index holds free rows only.
--- It moves no free mark (it reads none), but returns what the claimer's
--- free-mark policy needs to move it (claim_core::advance_marks), so that the
--- general path's claims, which start from the mark, stay cheap.
+-- campaign, ordered by campaign_id, id, from the campaign's free mark): the
+-- partial index keeps the entries of claimed rows until vacuum, so without
+-- the mark each statement would step over every voucher claimed since.
+-- It moves no free mark, but returns what the claimer's free-mark policy
+-- needs to move it (claim_core::advance_marks).
 -- Returns one row per message taken: id, lag_s, status ('claimed',
 -- 'already_claimed' or NULL: left for the general path), voucher_id, and
 -- for a plain message its campaign_id and the campaign's free_from.
@@ -56,16 +56,17 @@ WITH taken AS MATERIALIZED (
                           WHERE v.campaign_id = p.campaign_id AND v.user_id = p.user_id
                           LIMIT 1) o
 ), wanting AS MATERIALIZED (
-    SELECT p.id, p.user_id, p.campaign_id,
+    SELECT p.id, p.user_id, p.campaign_id, p.free_from,
            row_number() OVER (PARTITION BY p.campaign_id ORDER BY p.id) AS rn
       FROM plain p
      WHERE NOT EXISTS (SELECT 1 FROM owned o WHERE o.id = p.id)
 ), picked AS MATERIALIZED (
     SELECT w.campaign_id, f.id, row_number() OVER (PARTITION BY w.campaign_id ORDER BY f.id) AS rn
-      FROM (SELECT campaign_id, count(*) AS n FROM wanting GROUP BY campaign_id) w
+      FROM (SELECT campaign_id, min(free_from) AS free_from, count(*) AS n FROM wanting GROUP BY campaign_id) w
      CROSS JOIN LATERAL (SELECT v.id
                            FROM voucher_item v
                           WHERE v.campaign_id BETWEEN w.campaign_id AND w.campaign_id
+                            AND v.id >= w.free_from
                             AND v.user_id IS NULL
                           ORDER BY v.campaign_id, v.id
                           LIMIT w.n

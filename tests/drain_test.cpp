@@ -7,6 +7,7 @@
 
 #include "claim/claim_core.hpp"
 #include "db/session.hpp"
+#include "sql_catalog.hpp"
 #include "support/claim_buffers.hpp"
 #include "support/test_db.hpp"
 
@@ -37,6 +38,17 @@ TEST_CASE("after 29,000 claims the next claim still reads a bounded number of bu
   db_session session{db.url()};
   blocking_claimer engine{db.url(), {}};
   const long fresh = claim_buffers(session.conn(), "drain-a", "probe-0");
+  // The pg queue's one-statement path (sql/queue_claim.sql) over one pending
+  // message with its parsed request, as `voucherd enqueue` leaves it; each
+  // EXPLAIN rolls back, so the message stays pending for the next.
+  {
+    auto conn = db.connect();
+    pqxx::nontransaction tx{*conn};
+    tx.exec("INSERT INTO message_queue (body, user_id, campaign) "
+            "VALUES (convert_to('{\"user_id\":\"probe-q\",\"campaign\":\"drain-a\"}', 'UTF8'), 'probe-q', 'drain-a')");
+  }
+  const auto queue_buffers = [&] { return statement_buffers(session.conn(), sql::queue_claim.text_str(), {"1", ""}); };
+  const long fresh_queue = queue_buffers();
   for (int b = 0; b < 29; ++b) {
     std::vector<claim_request> batch;
     for (int i = 0; i < 1000; ++i) batch.push_back({"drain-a", fmt::format("u-{}", b * 1000 + i), {}});
@@ -45,6 +57,10 @@ TEST_CASE("after 29,000 claims the next claim still reads a bounded number of bu
   const long drained = claim_buffers(session.conn(), "drain-a", "probe-1");
   MESSAGE("buffers per claim: fresh pool ", fresh, ", after 29,000 claims ", drained);
   CHECK_MESSAGE(drained <= fresh + 30, "a claim after 29,000 claims read ", drained, " buffers; fresh: ", fresh);
+  const long drained_queue = queue_buffers();
+  MESSAGE("queue_claim: fresh pool ", fresh_queue, ", after 29,000 claims ", drained_queue);
+  CHECK_MESSAGE(drained_queue <= fresh_queue + 30, "queue_claim after 29,000 claims read ", drained_queue,
+                " buffers; fresh: ", fresh_queue);
 
   // The test can see the trap: without the free_from mark the same claim walks
   // every dead index entry of the claimed head of the pool.
@@ -54,6 +70,9 @@ TEST_CASE("after 29,000 claims the next claim still reads a bounded number of bu
     tx.exec("UPDATE campaign SET free_from = 0 WHERE name = 'drain-a'");
   }
   const long unmarked = claim_buffers(session.conn(), "drain-a", "probe-2");
-  MESSAGE("without the mark: ", unmarked);
+  const long unmarked_queue = queue_buffers();
+  MESSAGE("without the mark: ", unmarked, "; queue_claim ", unmarked_queue);
   CHECK_MESSAGE(unmarked > drained + 50, "without the mark the claim read only ", unmarked, " buffers");
+  CHECK_MESSAGE(unmarked_queue > drained_queue + 50, "without the mark queue_claim read only ", unmarked_queue,
+                " buffers");
 }

@@ -20,6 +20,11 @@ long claim_buffers(pqxx::connection& conn, const std::string& campaign, const st
   std::vector<std::string> params{campaign, user, ""};
   while (static_cast<int>(params.size()) < placeholders) params.push_back("false");
   params.resize(static_cast<std::size_t>(placeholders));
+  return statement_buffers(conn, text, params, plan_out);
+}
+
+long statement_buffers(pqxx::connection& conn, const std::string& text, const std::vector<std::string>& params,
+                       std::string* plan_out) {
   pqxx::work txn{conn};
   const auto plan_text =
       txn.exec_params("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + text, pqxx::prepare::make_dynamic_params(params))[0][0]

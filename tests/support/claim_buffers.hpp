@@ -2,6 +2,7 @@
 // SPEC section 8's drain trap, measured without a clock: how many buffers one
 // claim reads, from the statement's own EXPLAIN (ANALYZE, BUFFERS).
 #include <string>
+#include <vector>
 
 #include <pqxx/pqxx>
 
@@ -14,5 +15,9 @@ namespace voucherd::test {
 // grown gets 'false'. The plan as JSON goes to `plan_out` when given.
 long claim_buffers(pqxx::connection& conn, const std::string& campaign, const std::string& user,
                    std::string* plan_out = nullptr);
+
+// The same for any statement `text` with these parameters.
+long statement_buffers(pqxx::connection& conn, const std::string& text, const std::vector<std::string>& params,
+                       std::string* plan_out = nullptr);
 
 }  // namespace voucherd::test
