@@ -102,11 +102,11 @@ asio::awaitable<std::optional<one_statement_claims>> pg_queue_source::take_and_c
       out.finished.push_back(*s);
       auto& p = out.progress[std::string{rows.text(r, campaign)}];
       p.campaign_id = rows.int64(r, campaign);
-      // This statement reads no mark; it moves it for the claims that do
-      // (HTTP, the general path), which then walk at most ten batches of
-      // dead index entries (at --batch 100, about 17 buffers). At 1 claimer
-      // and --batch 100 the gap of 256 cost one mark transaction (three
-      // round trips and a commit) per three claim statements.
+      // Every claim starts at the mark, so each walks at most ten batches
+      // of dead index entries past it (at --batch 100, about 17 buffers).
+      // At 1 claimer and --batch 100 the gap of 256 cost one mark
+      // transaction (three round trips and a commit) per three claim
+      // statements.
       p.gap = std::max(k_free_mark_gap, 10 * static_cast<std::int64_t>(max));
       p.free_from = rows.int64(r, free_from);
       if (*s == claim_status::claimed) p.highest_claimed = std::max(p.highest_claimed, rows.int64(r, voucher));
