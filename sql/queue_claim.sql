@@ -1,9 +1,10 @@
--- queue_claim: the Postgres queue's one-statement path. Takes up to $1
+-- queue_claim: the Postgres queue's one-statement path. Takes up to $2
 -- pending messages, claims a voucher for each plain one, writes the outbox
 -- rows and records the outcomes on the queue rows: one statement, one round
 -- trip, one commit (the statement is its own transaction).
---   $1 = how many messages (the worker's --batch)
---   $2 = the worker's --campaign, for messages that name none ('' for none)
+--   $1 = the worker's --campaign, for messages that name none ('' for none)
+--   $2 = how many messages (the worker's --batch; last, and only a LIMIT, so
+--        that the worker can write it in: db/fixed_limit.hpp)
 -- A message is plain when the queue row holds its request, parsed where it
 -- was enqueued (migration 0009: user_id, and campaign or the worker's), it
 -- was never tried alone (attempts = 0: a suspect is only ever tried alone,
@@ -35,14 +36,14 @@ WITH taken AS MATERIALIZED (
       FROM message_queue
      WHERE done_at IS NULL
      ORDER BY id
-     LIMIT $1
+     LIMIT $2
        FOR UPDATE SKIP LOCKED
 ), plain AS MATERIALIZED (
     -- Holding its request, never tried alone, the first message of its user
     -- here, and in an active campaign (a NULL campaign joins none).
     SELECT p.id, p.user_id, c.id AS campaign_id, c.free_from
       FROM (SELECT r.*, row_number() OVER (PARTITION BY r.campaign, r.user_id ORDER BY r.id) AS nth
-              FROM (SELECT t.id, t.user_id, coalesce(t.campaign, nullif($2, '')) AS campaign
+              FROM (SELECT t.id, t.user_id, coalesce(t.campaign, nullif($1, '')) AS campaign
                       FROM taken t
                      WHERE t.attempts = 0 AND t.user_id IS NOT NULL) r) p
       JOIN campaign_state c ON c.name = p.campaign AND c.active  -- migration 0005

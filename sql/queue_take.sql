@@ -1,6 +1,7 @@
 -- queue_take: takes up to $1 pending messages, oldest first, for the calling
 -- transaction.
---   $1 = how many (the worker's --batch)
+--   $1 = how many (the worker's --batch; only a LIMIT, so that the worker
+--        can write it in: db/fixed_limit.hpp)
 -- FOR UPDATE SKIP LOCKED: concurrent claimers take disjoint messages without
 -- waiting; the row lock lasts until the transaction that also claims and
 -- marks them done commits, or is dropped with it on a crash, when the

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "claim/claim_core.hpp"
+#include "db/fixed_limit.hpp"
 #include "db/session.hpp"
 #include "sql_catalog.hpp"
 #include "support/claim_buffers.hpp"
@@ -47,7 +48,7 @@ TEST_CASE("after 29,000 claims the next claim still reads a bounded number of bu
     tx.exec("INSERT INTO message_queue (body, user_id, campaign) "
             "VALUES (convert_to('{\"user_id\":\"probe-q\",\"campaign\":\"drain-a\"}', 'UTF8'), 'probe-q', 'drain-a')");
   }
-  const auto queue_buffers = [&] { return statement_buffers(session.conn(), sql::queue_claim.text_str(), {"1", ""}); };
+  const auto queue_buffers = [&] { return statement_buffers(session.conn(), with_fixed_limit(sql::queue_claim, 1).text_str(), {""}); };
   const long fresh_queue = queue_buffers();
   for (int b = 0; b < 29; ++b) {
     std::vector<claim_request> batch;

@@ -17,6 +17,7 @@
 #include <fmt/format.h>
 #include <pqxx/pqxx>
 
+#include "db/fixed_limit.hpp"
 #include "db/session.hpp"
 #include "source/message.hpp"
 #include "source/pg_queue_source.hpp"
@@ -45,7 +46,7 @@ std::vector<taken_row> claim_once(const test_database& db, const std::vector<std
   const auto ids = enqueue_messages(*conn, bodies);
   {
     pqxx::work txn{*conn};
-    exec(txn, sql::queue_claim, static_cast<long>(bodies.size()), std::string{k_default});
+    exec(txn, with_fixed_limit(sql::queue_claim, bodies.size()), std::string{k_default});
     txn.commit();
   }
   std::vector<taken_row> out;
@@ -150,7 +151,7 @@ TEST_CASE("queue_claim claims what the parser accepts, as the parser reads it, a
   {
     pqxx::work txn{*conn};
     txn.exec(R"(INSERT INTO message_queue (body) VALUES (convert_to('{"user_id": "raw"}', 'UTF8')))");
-    exec(txn, sql::queue_claim, 10L, std::string{k_default});
+    exec(txn, with_fixed_limit(sql::queue_claim, 10), std::string{k_default});
     txn.commit();
   }
   CHECK(db.count("SELECT count(*) FROM message_queue WHERE done_at IS NULL AND body = convert_to('{\"user_id\": \"raw\"}', 'UTF8')") == 1);
@@ -170,7 +171,7 @@ TEST_CASE("queue_claim answers an owner already_claimed with its voucher, and le
   db.scalar(fmt::format("UPDATE message_queue SET attempts = 1 WHERE id = {}", ids[1]));
   {
     pqxx::work txn{*conn};
-    const auto r = exec(txn, sql::queue_claim, 10L, std::string{k_default});
+    const auto r = exec(txn, with_fixed_limit(sql::queue_claim, 10), std::string{k_default});
     txn.commit();
     REQUIRE(r.size() == 6);  // one row per message taken
   }
@@ -230,4 +231,51 @@ TEST_CASE("queue_claim agrees with the parser on generated bodies") {
   CHECK(claimed > 100);
   CHECK(claimed < rows - 100);
   MESSAGE(fmt::format("{} of {} generated bodies were claimed", claimed, rows));
+}
+
+TEST_CASE("queue_claim with the worker's batch written in is planned once, not at every claim") {
+  test_database db;
+  db.make_campaign("signup", 21000);
+  std::vector<std::string> bodies;
+  for (int i = 0; i < 20000; ++i) bodies.push_back(fmt::format(R"({{"user_id": "p{}"}})", i));
+  auto conn = db.connect();
+  enqueue_messages(*conn, bodies);
+  db.scalar("ANALYZE message_queue");
+  db.scalar("ANALYZE voucher_item");
+  // Run as the worker runs it: one prepared statement, each call its own
+  // transaction; pg_prepared_statements counts how each call was planned.
+  const auto plans = [&](const std::string& name, const std::string& text, const std::vector<std::string>& params) {
+    conn->prepare(name, text);
+    for (int i = 0; i < 12; ++i) {
+      pqxx::work txn{*conn};
+      txn.exec_prepared(name, pqxx::prepare::make_dynamic_params(params));
+      txn.commit();
+    }
+    pqxx::nontransaction tx{*conn};
+    const auto r = tx.exec_params("SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name = $1", name);
+    return std::pair{r[0][0].as<long>(), r[0][1].as<long>()};
+  };
+  // The batch as a parameter: the planner cannot see it in a generic plan, so
+  // it may keep planning each call (measured on a fresh database like this:
+  // 20,008 plans for 20,004 calls). Reported, not checked: it is the
+  // planner's choice.
+  const auto [param_generic, param_custom] = plans("as_parameter", std::string{sql::queue_claim.text}, {k_default, "1"});
+  MESSAGE("LIMIT as a parameter, 12 calls: ", param_generic, " generic plans, ", param_custom, " custom");
+  const auto& fixed = with_fixed_limit(sql::queue_claim, 1);
+  CHECK(fixed.name == "queue_claim/limit=1");
+  const auto [generic, custom] = plans("written_in", std::string{fixed.text}, {k_default});
+  MESSAGE("LIMIT written in, 12 calls: ", generic, " generic plans, ", custom, " custom");
+  CHECK(custom <= 5);  // Postgres tries custom plans for the first five calls only
+  CHECK(generic >= 7);
+  CHECK(db.count("SELECT count(*) FROM message_queue WHERE status = 'claimed'") == 24);
+}
+
+TEST_CASE("with_fixed_limit writes in only a last parameter that is a LIMIT") {
+  const auto& take = with_fixed_limit(sql::queue_take, 100);
+  CHECK(take.text.find("LIMIT 100") != std::string_view::npos);
+  CHECK(take.text.find("LIMIT $1") == std::string_view::npos);
+  CHECK(&with_fixed_limit(sql::queue_take, 100) == &take);  // made once
+  CHECK(with_fixed_limit(sql::queue_claim, 7).text.find("nullif($1, '')") != std::string_view::npos);
+  CHECK_THROWS_AS(with_fixed_limit(sql::claim_one, 1), std::logic_error);   // its last parameter is no LIMIT
+  CHECK_THROWS_AS(with_fixed_limit(sql::worker_begin, 1), std::logic_error);  // no parameter at all
 }

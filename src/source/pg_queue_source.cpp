@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <pqxx/transaction>
 
+#include "db/fixed_limit.hpp"
 #include "db/session.hpp"
 
 #include "sql_catalog.hpp"
@@ -78,14 +79,13 @@ std::vector<delivery> deliveries_of(const pg_rows& rows) {
 }  // namespace
 
 asio::awaitable<std::vector<delivery>> pg_queue_source::take(pg_connection& conn, std::size_t max) {
-  std::vector<pg_param> params{std::to_string(max)};
-  co_return deliveries_of(co_await conn.exec(sql::queue_take, std::move(params)));
+  co_return deliveries_of(co_await conn.exec(with_fixed_limit(sql::queue_take, max)));
 }
 
 asio::awaitable<std::optional<one_statement_claims>> pg_queue_source::take_and_claim(
     pg_connection& conn, std::size_t max, const std::string& default_campaign) {
-  std::vector<pg_param> params{std::to_string(max), default_campaign};
-  const auto rows = co_await conn.exec(sql::queue_claim, std::move(params));
+  std::vector<pg_param> params{default_campaign};
+  const auto rows = co_await conn.exec(with_fixed_limit(sql::queue_claim, max), std::move(params));
   one_statement_claims out;
   const int id = rows.column("id"), lag = rows.column("lag_s"), status = rows.column("status"),
             voucher = rows.column("voucher_id"), campaign = rows.column("campaign_id"),
