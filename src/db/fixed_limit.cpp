@@ -1,5 +1,6 @@
 #include "db/fixed_limit.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <map>
 #include <memory>
@@ -8,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -23,8 +25,8 @@ struct fixed_statement {
 
 // The text with every -- comment (outside quotes) blanked, so that what is
 // found in it is code; positions are the text's.
-std::string code_only(const std::string& text) {
-  std::string code = text;
+std::string code_only(std::string_view text) {
+  std::string code{text};
   bool quoted = false;
   for (std::size_t i = 0; i < code.size(); ++i) {
     if (code[i] == '\'') quoted = !quoted;
@@ -34,19 +36,21 @@ std::string code_only(const std::string& text) {
   return code;
 }
 
+// Each $n of the code, in order.
+std::vector<int> parameters_in(const std::string& code) {
+  std::vector<int> out;
+  const std::regex placeholder{R"(\$([0-9]+))"};
+  for (auto it = std::sregex_iterator(code.begin(), code.end(), placeholder); it != std::sregex_iterator(); ++it)
+    out.push_back(std::stoi((*it)[1].str()));
+  return out;
+}
+
 std::string fixed_text(const sql_statement& statement, std::size_t limit) {
   const std::string text{statement.text};
   const std::string code = code_only(text);
-  int highest = 0, uses = 0;
-  const std::regex placeholder{R"(\$([0-9]+))"};
-  for (auto it = std::sregex_iterator(code.begin(), code.end(), placeholder); it != std::sregex_iterator(); ++it) {
-    const int n = std::stoi((*it)[1].str());
-    if (n > highest) {
-      highest = n;
-      uses = 0;
-    }
-    if (n == highest) ++uses;
-  }
+  const auto used = parameters_in(code);
+  const int highest = used.empty() ? 0 : *std::max_element(used.begin(), used.end());
+  const auto uses = std::count(used.begin(), used.end(), highest);
   const auto limit_clause = fmt::format("LIMIT ${}", highest);
   const auto at = code.find(limit_clause);
   // "LIMIT $1" must not be the start of "LIMIT $12".
@@ -58,6 +62,11 @@ std::string fixed_text(const sql_statement& statement, std::size_t limit) {
 }
 
 }  // namespace
+
+int highest_parameter(std::string_view text) {
+  const auto used = parameters_in(code_only(text));
+  return used.empty() ? 0 : *std::max_element(used.begin(), used.end());
+}
 
 const sql_statement& with_fixed_limit(const sql_statement& statement, std::size_t limit) {
   static std::mutex guard;

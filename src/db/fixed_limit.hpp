@@ -7,6 +7,7 @@
 // planning per 0.48 ms of execution (pg_stat_statements, track_planning).
 // A worker's batch is fixed for its life, so its statement can be too.
 #include <cstddef>
+#include <string_view>
 
 #include "db/sql_statement.hpp"
 
@@ -18,5 +19,9 @@ namespace voucherd {
 // statement names refer to it). Throws std::logic_error for a statement not
 // shaped so.
 const sql_statement& with_fixed_limit(const sql_statement& statement, std::size_t limit);
+
+// The highest $n a statement's text uses outside its -- comments (0 for
+// none): how many parameters it takes.
+int highest_parameter(std::string_view text);
 
 }  // namespace voucherd

@@ -1,11 +1,10 @@
 #include "support/claim_buffers.hpp"
 
-#include <algorithm>
-#include <regex>
 #include <vector>
 
 #include <boost/json.hpp>
 
+#include "db/fixed_limit.hpp"
 #include "sql_catalog.hpp"
 
 namespace voucherd::test {
@@ -13,10 +12,7 @@ namespace voucherd::test {
 long claim_buffers(pqxx::connection& conn, const std::string& campaign, const std::string& user,
                    std::string* plan_out) {
   const auto text = sql::claim_one.text_str();
-  int placeholders = 0;
-  const std::regex dollar{R"(\$([0-9]+))"};
-  for (auto it = std::sregex_iterator(text.begin(), text.end(), dollar); it != std::sregex_iterator(); ++it)
-    placeholders = std::max(placeholders, std::stoi((*it)[1].str()));
+  const int placeholders = highest_parameter(text);
   std::vector<std::string> params{campaign, user, ""};
   while (static_cast<int>(params.size()) < placeholders) params.push_back("false");
   params.resize(static_cast<std::size_t>(placeholders));
