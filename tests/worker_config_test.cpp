@@ -44,6 +44,7 @@ TEST_CASE("bad worker options are refused at start-up with a message naming the 
       {{"--source", "redis", "--threads", "2"}, "only --source pg runs its claimers on several threads"},
       {{"--http", "127.0.0.1:0", "--concurrency", "2", "--http-claimers", "3"}, "--http-claimers must be 1..2"},
       {{"--http", "127.0.0.1:0", "--http-claimers", "-1"}, "--http-claimers must be 1..4"},
+      {{"--http", "127.0.0.1:0", "--http-claimers", "0"}, "--http-claimers must be 1..4 (--concurrency), got 0"},
   };
   for (const auto& call : calls) {
     std::vector<std::string> args{"worker", "--database-url", url};
@@ -64,7 +65,7 @@ TEST_CASE("POST /v1/claims gets two claimers under group commit, every claimer a
   c.http.batch = 100;
   c.http.claimers = 5;
   CHECK(c.http_claimers() == 5);
-  c.http.claimers = 0;
+  c.http.claimers.reset();
   c.concurrency = 1;
   CHECK_MESSAGE(c.http_claimers() == 1, "never more than --concurrency");
 }
@@ -80,6 +81,9 @@ TEST_CASE("environment fills what flags leave open, and is validated the same wa
   const auto t = run_voucherd({"worker", "--database-url", url, "--source", "stdin"}, {}, {{"VOUCHERD_THREADS", "3"}});
   CHECK_MESSAGE(t.exit_code == 64, t.err);
   CHECK_MESSAGE(t.err.find("--threads 3: only --source pg") != std::string::npos, t.err);
+  const auto c = run_voucherd({"worker", "--database-url", url, "--http", "127.0.0.1:0"}, {}, {{"VOUCHERD_HTTP_CLAIMERS", "0"}});
+  CHECK_MESSAGE(c.exit_code == 64, c.err);
+  CHECK_MESSAGE(c.err.find("--http-claimers must be 1..4 (--concurrency), got 0") != std::string::npos, c.err);
 }
 
 TEST_CASE("enqueue refuses an unknown source and a missing file") {

@@ -3,7 +3,9 @@
 // environment itself.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <limits>
 
 #include <fmt/format.h>
 
@@ -88,7 +90,7 @@ int run_worker(const args& a) {
   int concurrency = 0, threads = 0;
   long batch = 0;
   bool general_path = false;
-  long http_queue_max = 0, http_deadline_ms = 0;
+  long http_queue_max = 0, http_deadline_ms = 0, http_claimers = 0;
   long claim_idle_ms = config.redis.claim_idle.count();
   long grace_ms = config.shutdown_grace.count();
   std::string http_token_file;
@@ -132,7 +134,7 @@ int run_worker(const args& a) {
        fmt::format("POST /v1/claims: a request still unclaimed this long after it arrived is answered 503 with "
                    "Retry-After and never claimed (env VOUCHERD_HTTP_DEADLINE_MS; default {})",
                    http_source_limits::k_default_deadline.count()).c_str())
-      ("http-claimers", po::value(&config.http.claimers),
+      ("http-claimers", po::value(&http_claimers),
        fmt::format("POST /v1/claims: claimers taking its requests, 1..--concurrency (env VOUCHERD_HTTP_CLAIMERS; "
                    "default {} under group commit, --concurrency at --batch 1). Fewer claimers make bigger groups "
                    "and fewer commits", http_source_limits::k_default_group_claimers).c_str())
@@ -204,7 +206,12 @@ int run_worker(const args& a) {
   if (queue_max < 1)
     throw voucherd_error{failure_kind::usage, fmt::format("--http-queue-max must be at least 1, got {}", queue_max)};
   config.http.queue_max = static_cast<std::size_t>(queue_max);
-  if (!vm.count("http-claimers")) config.http.claimers = static_cast<int>(env_number(k_env_http_claimers, 0));
+  // Given (flag or environment), it is validated as given: 0 is refused, not taken for the default.
+  if (vm.count("http-claimers") || !env_or(k_env_http_claimers, "").empty()) {
+    const long n = vm.count("http-claimers") ? http_claimers : env_number(k_env_http_claimers, 0);
+    config.http.claimers = static_cast<int>(
+        std::clamp<long>(n, std::numeric_limits<int>::min(), std::numeric_limits<int>::max()));
+  }
   config.http.deadline = std::chrono::milliseconds{
       vm.count("http-deadline-ms") ? http_deadline_ms : env_number(k_env_http_deadline_ms, config.http.deadline.count())};
   if (!vm.count("redis-url")) config.redis.url = env_or(k_env_redis_url, config.redis.url);

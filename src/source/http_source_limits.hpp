@@ -4,6 +4,7 @@
 // http_source.hpp so worker_config can hold them without Asio.
 #include <chrono>
 #include <cstddef>
+#include <optional>
 
 namespace voucherd {
 
@@ -32,7 +33,7 @@ struct http_source_limits {
   std::size_t queue_max = k_default_queue_max;
   std::chrono::milliseconds deadline = k_default_deadline;
   std::size_t batch = k_default_batch;
-  int claimers = 0;  // --http-claimers; 0 = the default (worker_config::http_claimers)
+  std::optional<int> claimers;  // --http-claimers; none given: the default (worker_config::http_claimers)
 };
 
 }  // namespace voucherd

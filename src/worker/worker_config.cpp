@@ -59,14 +59,14 @@ void worker_config::validate() const {
     if (http.queue_max < 1 || http.queue_max > http_source_limits::k_max_queue_max)
       fail(fmt::format("--http-queue-max must be 1..{}, got {}", http_source_limits::k_max_queue_max, http.queue_max));
     if (http.deadline.count() < 1) fail(fmt::format("--http-deadline-ms must be at least 1, got {}", http.deadline.count()));
-    if (http.claimers < 0 || http.claimers > concurrency)
-      fail(fmt::format("--http-claimers must be 1..{} (--concurrency), got {}", concurrency, http.claimers));
+    if (http.claimers && (*http.claimers < 1 || *http.claimers > concurrency))
+      fail(fmt::format("--http-claimers must be 1..{} (--concurrency), got {}", concurrency, *http.claimers));
   }
   if (!notify.empty()) notify_settings();
 }
 
 int worker_config::http_claimers() const {
-  if (http.claimers > 0) return std::min(http.claimers, concurrency);
+  if (http.claimers) return std::min(*http.claimers, concurrency);
   if (http.batch <= 1) return concurrency;  // no group commit: one request a transaction
   return std::min(http_source_limits::k_default_group_claimers, concurrency);
 }
