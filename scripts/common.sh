@@ -22,6 +22,7 @@ VOUCHERD_PACKAGES=(
   libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev
   postgresql-15 postgresql-contrib redis-server pgbouncer
   systemd  # systemd-analyze verify, for the unit in scripts/
+  prometheus  # promtool check metrics, for /metrics
 )
 
 install_deps() {

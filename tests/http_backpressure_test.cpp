@@ -9,6 +9,8 @@
 #include <signal.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <set>
@@ -50,9 +52,8 @@ struct http_worker {
     ::kill(pid, SIGTERM);
     wait_exit(pid);
   }
-  double metric(const std::string& series) const {
-    return metric_value(http_call(port, http::verb::get, "/metrics").body, series);
-  }
+  double metric(const std::string& series) const { return metric_value(metrics_text(), series); }
+  std::string metrics_text() const { return http_call(port, http::verb::get, "/metrics").body; }
 
   std::string log_path = temp_path("http-backpressure");
   int pid = 0;
@@ -192,8 +193,23 @@ TEST_CASE("concurrent requests share commits: without --batch, waiting requests 
   for (int i = 2; i < k_clients; ++i) c.post(w.port, fmt::format("user-{}", i));
   REQUIRE_MESSAGE(wait_until([&] { return w.metric("voucherd_http_waiting") == k_clients - 2; }, 60s),
                   "the other requests wait in the queue");
+  std::this_thread::sleep_for(200ms);  // each of the waiting ones waits at least this long
   lock.release();
   c.join();
+
+  // voucherd_http_wait_seconds: every request taken once; the two stalled
+  // ones were taken at once, the other 38 only after the lock was gone.
+  CHECK_MESSAGE(w.metric("voucherd_http_wait_seconds_count") == k_clients, "each request's wait is recorded once");
+  const auto quick = w.metric(R"(voucherd_http_wait_seconds_bucket{le="0.1"})");
+  CHECK_MESSAGE((quick >= 0 && quick <= 2), "only the two stalled requests were taken within 100 ms: " << quick);
+  CHECK_MESSAGE(w.metric("voucherd_http_wait_seconds_sum") >= (k_clients - 2) * 0.2,
+                "the waiting requests' time in the queue is counted: " << w.metric("voucherd_http_wait_seconds_sum"));
+  // What a Prometheus server would scrape passes its own checker (promtool,
+  // Debian package prometheus): the text parses, and names fit their types.
+  const auto scraped = temp_path("metrics");
+  std::ofstream{scraped} << w.metrics_text();
+  const int rc = std::system(fmt::format("promtool check metrics < '{0}' > '{0}.out' 2>&1", scraped).c_str());
+  CHECK_MESSAGE(rc == 0, "promtool check metrics: " << read_file(scraped + ".out"));
 
   CHECK_MESSAGE(c.users_with(200).size() == k_clients, "every request is claimed");
   check_owners_are_the_200s(db, c);

@@ -53,6 +53,21 @@ TEST_CASE("the latency histogram puts each claim in the first bucket that holds 
   CHECK_MESSAGE(metric_value(text, "voucherd_claim_duration_seconds_count") == 4, text);
 }
 
+TEST_CASE("the HTTP wait histogram is a series of its own, apart from the claim latency") {
+  metrics registry;
+  registry.record_http_wait(0.002);  // le 0.0025
+  registry.record_http_wait(0.2);    // le 0.25
+  registry.record_claim(claim_status::claimed, 0.0004);
+  const auto text = registry.prometheus_text();
+  CHECK_MESSAGE(metric_value(text, R"(voucherd_http_wait_seconds_bucket{le="0.001"})") == 0, text);
+  CHECK_MESSAGE(metric_value(text, R"(voucherd_http_wait_seconds_bucket{le="0.0025"})") == 1, text);
+  CHECK_MESSAGE(metric_value(text, R"(voucherd_http_wait_seconds_bucket{le="0.25"})") == 2, text);
+  CHECK_MESSAGE(metric_value(text, "voucherd_http_wait_seconds_count") == 2, text);
+  CHECK_MESSAGE(std::abs(metric_value(text, "voucherd_http_wait_seconds_sum") - 0.202) < 1e-9, text);
+  CHECK_MESSAGE(metric_value(text, "voucherd_claim_duration_seconds_count") == 1, text);
+  CHECK_MESSAGE(metric_value(text, R"(voucherd_claim_duration_seconds_bucket{le="0.0005"})") == 1, text);
+}
+
 TEST_CASE("every series has HELP and TYPE lines and the gauges show the last value set") {
   metrics registry;
   registry.set_queue_lag(1.5);
@@ -66,7 +81,8 @@ TEST_CASE("every series has HELP and TYPE lines and the gauges show the last val
   const auto text = registry.prometheus_text();
   for (const char* family : {"voucherd_claims_total counter", "voucherd_claim_duration_seconds histogram",
                              "voucherd_queue_lag_seconds gauge", "voucherd_outbox_pending gauge",
-                             "voucherd_dead_letters_total counter", "voucherd_notification_attempts_total counter"}) {
+                             "voucherd_dead_letters_total counter", "voucherd_notification_attempts_total counter",
+                             "voucherd_http_wait_seconds histogram"}) {
     CHECK_MESSAGE(text.find(fmt::format("# TYPE {}\n", family)) != std::string::npos, family << "\n" << text);
     const std::string name{family, std::string_view{family}.find(' ')};
     CHECK_MESSAGE(text.find("# HELP " + name + " ") != std::string::npos, name);

@@ -32,8 +32,7 @@ const char* to_string(retained_kind kind) {
   return "?";
 }
 
-void metrics::record_claim(claim_status status, double seconds) {
-  claims_[index_of(status)].fetch_add(1, std::memory_order_relaxed);
+void latency_histogram::record(double seconds) {
   if (!(seconds >= 0)) seconds = 0;  // also catches NaN
   std::size_t bucket = k_latency_buckets.size();
   for (std::size_t i = 0; i < k_latency_buckets.size(); ++i)
@@ -41,10 +40,31 @@ void metrics::record_claim(claim_status status, double seconds) {
       bucket = i;
       break;
     }
-  latency_buckets_[bucket].fetch_add(1, std::memory_order_relaxed);
-  latency_sum_us_.fetch_add(static_cast<std::uint64_t>(std::llround(seconds * 1e6)), std::memory_order_relaxed);
-  latency_count_.fetch_add(1, std::memory_order_relaxed);
+  buckets_[bucket].fetch_add(1, std::memory_order_relaxed);
+  sum_us_.fetch_add(static_cast<std::uint64_t>(std::llround(seconds * 1e6)), std::memory_order_relaxed);
 }
+
+void latency_histogram::render(std::string& out, std::string_view name, std::string_view help) const {
+  // Buckets are cumulative in the exposition format and _count is the +Inf
+  // bucket, so the two always agree; _sum, read last, may already hold a
+  // concurrent record the buckets were read without.
+  out += fmt::format("# HELP {} {}\n# TYPE {} histogram\n", name, help, name);
+  std::uint64_t cumulative = 0;
+  for (std::size_t i = 0; i <= k_latency_buckets.size(); ++i) {
+    cumulative += buckets_[i].load(std::memory_order_relaxed);
+    const double le = i < k_latency_buckets.size() ? k_latency_buckets[i] : INFINITY;
+    out += fmt::format("{}_bucket{{le=\"{}\"}} {}\n", name, number(le), cumulative);
+  }
+  out += fmt::format("{}_sum {}\n", name, number(static_cast<double>(sum_us_.load(std::memory_order_relaxed)) / 1e6));
+  out += fmt::format("{}_count {}\n", name, cumulative);
+}
+
+void metrics::record_claim(claim_status status, double seconds) {
+  claims_[index_of(status)].fetch_add(1, std::memory_order_relaxed);
+  claim_duration_.record(seconds);
+}
+
+void metrics::record_http_wait(double seconds) { http_wait_.record(seconds); }
 
 void metrics::set_queue_lag(double seconds) { queue_lag_.store(seconds, std::memory_order_relaxed); }
 
@@ -104,19 +124,7 @@ std::string metrics::prometheus_text() const {
   for (auto s : k_all_statuses)
     line(fmt::format("voucherd_claims_total{{outcome=\"{}\"}} {}", to_string(s), claims(s)));
 
-  // Buckets are cumulative in the exposition format; read the count last so a
-  // concurrent claim can only make _count lag the buckets, never the reverse.
-  line("# HELP voucherd_claim_duration_seconds Claim latency, from taking the message to commit.");
-  line("# TYPE voucherd_claim_duration_seconds histogram");
-  std::uint64_t cumulative = 0;
-  for (std::size_t i = 0; i <= k_latency_buckets.size(); ++i) {
-    cumulative += latency_buckets_[i].load(std::memory_order_relaxed);
-    const double le = i < k_latency_buckets.size() ? k_latency_buckets[i] : INFINITY;
-    line(fmt::format("voucherd_claim_duration_seconds_bucket{{le=\"{}\"}} {}", number(le), cumulative));
-  }
-  line(fmt::format("voucherd_claim_duration_seconds_sum {}",
-                   number(static_cast<double>(latency_sum_us_.load(std::memory_order_relaxed)) / 1e6)));
-  line(fmt::format("voucherd_claim_duration_seconds_count {}", cumulative));
+  claim_duration_.render(out, "voucherd_claim_duration_seconds", "Claim latency, from taking the message to commit.");
 
   line("# HELP voucherd_queue_lag_seconds Age of the oldest message still queued.");
   line("# TYPE voucherd_queue_lag_seconds gauge");
@@ -163,6 +171,8 @@ std::string metrics::prometheus_text() const {
   line("# HELP voucherd_http_waiting POST /v1/claims requests waiting to be claimed.");
   line("# TYPE voucherd_http_waiting gauge");
   line(fmt::format("voucherd_http_waiting {}", http_waiting_.load(std::memory_order_relaxed)));
+  http_wait_.render(out, "voucherd_http_wait_seconds",
+                    "Time a POST /v1/claims request waited, from its arrival to a claimer taking it.");
   return out;
 }
 

@@ -21,11 +21,15 @@
 //   http_overload_total{reason="queue_full|deadline"}  counter: POST /v1/claims
 //                              answered 503 unclaimed (http_source's back-pressure)
 //   http_waiting               gauge: POST /v1/claims requests waiting unclaimed
+//   http_wait_seconds          histogram: how long a POST /v1/claims request
+//                              waited before a claimer took it (the rest of its
+//                              time on the server is claim_duration_seconds)
 #include <array>
 #include <atomic>
 #include <cstdint>
 #include <iterator>
 #include <string>
+#include <string_view>
 
 #include "claim/claim_outcome.hpp"
 
@@ -42,11 +46,25 @@ const char* to_string(retained_kind kind);
 enum class http_overload { queue_full, deadline };
 const char* to_string(http_overload reason);
 
+// Upper bounds (seconds) of the latency histograms; +Inf is implied.
+inline constexpr std::array<double, 12> k_latency_buckets{
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5};
+
+// A Prometheus histogram of durations over k_latency_buckets: atomic buckets
+// and an atomic sum in microseconds, so recording never blocks.
+class latency_histogram {
+ public:
+  void record(double seconds);
+  // Appends the HELP, TYPE, _bucket, _sum and _count lines of series `name`.
+  void render(std::string& out, std::string_view name, std::string_view help) const;
+
+ private:
+  std::array<std::atomic<std::uint64_t>, k_latency_buckets.size() + 1> buckets_{};  // last = +Inf
+  std::atomic<std::uint64_t> sum_us_{0};
+};
+
 class metrics {
  public:
-  // Upper bounds (seconds) of the claim latency histogram; +Inf is implied.
-  static constexpr std::array<double, 12> k_latency_buckets{
-      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5};
 
   // One claim's outcome and its wall time (from taking the message to commit).
   void record_claim(claim_status status, double seconds);
@@ -62,6 +80,8 @@ class metrics {
   void add_notification(bool delivered);
   void add_http_overload(http_overload reason);
   void set_http_waiting(std::int64_t waiting);
+  // A POST /v1/claims request taken by a claimer, after waiting this long.
+  void record_http_wait(double seconds);
 
   // Prometheus text exposition format 0.0.4.
   std::string prometheus_text() const;
@@ -75,9 +95,7 @@ class metrics {
  private:
   static constexpr std::size_t k_statuses = 4;
   std::array<std::atomic<std::uint64_t>, k_statuses> claims_{};
-  std::array<std::atomic<std::uint64_t>, k_latency_buckets.size() + 1> latency_buckets_{};  // last = +Inf
-  std::atomic<std::uint64_t> latency_count_{0};
-  std::atomic<std::uint64_t> latency_sum_us_{0};  // microseconds, so the sum stays an atomic integer
+  latency_histogram claim_duration_;
   std::atomic<double> queue_lag_{0.0};
   std::atomic<std::int64_t> outbox_pending_{0};
   std::atomic<double> outbox_oldest_pending_{0.0};
@@ -90,6 +108,7 @@ class metrics {
   std::atomic<std::uint64_t> notifications_failed_{0};
   std::array<std::atomic<std::uint64_t>, 2> http_overloads_{};
   std::atomic<std::int64_t> http_waiting_{0};
+  latency_histogram http_wait_;
 };
 
 }  // namespace voucherd

@@ -32,7 +32,8 @@ void http_source::submit(std::string body, std::function<void(claim_reply)> done
   d.seq = next_seq_++;
   d.id = "http-" + std::to_string(d.seq);
   d.body = std::move(body);
-  waiting_.emplace(d.seq, waiter{std::move(done), clock_type::now() + limits_.deadline});
+  const auto now = clock_type::now();
+  waiting_.emplace(d.seq, waiter{std::move(done), now, now + limits_.deadline});
   if (buffer_->size_hint() >= limits_.queue_max) {
     turn_away(d.seq, http_overload::queue_full);  // never queued
     return;
@@ -86,6 +87,12 @@ asio::awaitable<std::vector<delivery>> http_source::take(pg_connection&, std::si
   expire_waiting();
   auto batch = buffer_->pop(max);
   metrics_.set_http_waiting(static_cast<std::int64_t>(buffer_->size_hint()));
+  const auto now = clock_type::now();
+  for (const auto& d : batch) {
+    // A request given back after a rolled-back try counts again, from its arrival.
+    if (auto it = waiting_.find(d.seq); it != waiting_.end())
+      metrics_.record_http_wait(std::chrono::duration<double>(now - it->second.arrived).count());
+  }
   co_return batch;
 }
 

@@ -60,6 +60,7 @@ class http_source final : public message_source {
   using clock_type = std::chrono::steady_clock;
   struct waiter {
     std::function<void(claim_reply)> done;
+    clock_type::time_point arrived;
     clock_type::time_point deadline;
   };
   // Answers 503 (overload) for a request that is in no queue any more.
