@@ -3,7 +3,7 @@
 //
 // One object per process, shared by reference (the worker's claimers, the
 // outbox dispatcher, the HTTP server). Every member function is thread-safe:
-// counters and gauges are atomics, the histogram is a fixed set of atomic
+// counters and gauges are atomics, the histograms are fixed sets of atomic
 // buckets, so recording never blocks a claimer.
 //
 // Exposed series (all prefixed voucherd_):
@@ -65,7 +65,6 @@ class latency_histogram {
 
 class metrics {
  public:
-
   // One claim's outcome and its wall time (from taking the message to commit).
   void record_claim(claim_status status, double seconds);
   void set_queue_lag(double seconds);
