@@ -45,11 +45,13 @@ std::vector<int> parameters_in(const std::string& code) {
   return out;
 }
 
+int highest_of(const std::vector<int>& used) { return used.empty() ? 0 : *std::max_element(used.begin(), used.end()); }
+
 std::string fixed_text(const sql_statement& statement, std::size_t limit) {
   const std::string text{statement.text};
   const std::string code = code_only(text);
   const auto used = parameters_in(code);
-  const int highest = used.empty() ? 0 : *std::max_element(used.begin(), used.end());
+  const int highest = highest_of(used);
   const auto uses = std::count(used.begin(), used.end(), highest);
   const auto limit_clause = fmt::format("LIMIT ${}", highest);
   const auto at = code.find(limit_clause);
@@ -63,10 +65,7 @@ std::string fixed_text(const sql_statement& statement, std::size_t limit) {
 
 }  // namespace
 
-int highest_parameter(std::string_view text) {
-  const auto used = parameters_in(code_only(text));
-  return used.empty() ? 0 : *std::max_element(used.begin(), used.end());
-}
+int highest_parameter(std::string_view text) { return highest_of(parameters_in(code_only(text))); }
 
 const sql_statement& with_fixed_limit(const sql_statement& statement, std::size_t limit) {
   static std::mutex guard;
