@@ -6,7 +6,9 @@
 //   - the Postgres backend of a worker's claimer is frozen with SIGSTOP: the
 //     claimer's client-side deadline (statement timeout + a margin) drops
 //     that connection, it reconnects and carries on; after SIGCONT every
-//     message has exactly one outcome and I1-I4 hold.
+//     message has exactly one outcome and I1-I4 hold;
+//   - a statement_timeout of a day in the URL: a claim that waits 3 s on a
+//     table lock is answered once the lock goes, not given up by the client.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -100,6 +102,31 @@ TEST_CASE("voucherd claim gives up on a table lock after --lock-timeout-ms: exit
                                    "--lock-timeout-ms", "500", "--database-url", db.url()});
   CHECK_MESSAGE(retry.exit_code == 0, retry.out, retry.err);
   CHECK_MESSAGE(json_field(retry.out, "status") == "claimed", retry.out);
+}
+
+TEST_CASE("a statement_timeout the URL gives in days is the client's deadline too: a claim that waits 3 s on a lock "
+          "is answered, not given up") {
+  // The client gives a connection up at the server's statement_timeout plus
+  // a margin. Until 2026-11-28 it read "1d" as 1 ms (and "1.5min" as 1 ms,
+  // and a value past the int range crashed it): this claim was cut off after
+  // 2,001 ms as "connection lost", while the server would have waited a day.
+  test_database db;
+  db.make_campaign("patient", 2);
+  lock_holder holder{db};
+  holder.lock_table_exclusive("voucher_item");
+  const auto started = std::chrono::steady_clock::now();
+  const auto url = db.url() + (db.url().find('?') == std::string::npos ? "?" : "&") +
+                   "options=-c%20statement_timeout%3D1d";
+  child claim{{"claim", "--campaign", "patient", "--user", "u-1", "--lock-timeout-ms", "20000", "--database-url", url}};
+  CHECK_MESSAGE(wait_for_lock_waits(db, holder.backend_pid(), 1, [&] { return !claim.running(); }, 30s) >= 1,
+                "the claim waits on the table lock: ", claim.describe());
+  while (claim.running() && std::chrono::steady_clock::now() - started < 3s) std::this_thread::sleep_for(50ms);
+  CHECK_MESSAGE(claim.running(), "still waiting after 3 s, as the server lets it: ", claim.describe());
+  holder.release();
+  const auto code = claim.wait_for(30s);
+  REQUIRE_MESSAGE(code, "the claim ended after the release: ", claim.describe());
+  CHECK_MESSAGE(*code == 0, claim.describe());
+  CHECK_MESSAGE(json_field(claim.out(), "status") == "claimed", claim.describe());
 }
 
 TEST_CASE("a worker with --lock-timeout-ms keeps running while a table lock is held and claims once it is released") {

@@ -6,8 +6,10 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include <fmt/format.h>
 #include <libpq-fe.h>
 
 #include "common/failure.hpp"
@@ -69,6 +71,28 @@ TEST_CASE("what the URL says wins: its own settings, and its options after ours"
   CHECK_MESSAGE(options.find("-c statement_timeout=5000") < options.find("statement_timeout=60s"), options);
   // The client waits as long as the server will, not as long as our default.
   CHECK(s.reply_deadline() == 60000ms + connection_settings::k_reply_margin);
+}
+
+TEST_CASE("the client deadline reads statement_timeout as the server does: fractions, every unit, its int range") {
+  // What Postgres 15 answers to SET statement_timeout = ... then SHOW it.
+  const std::vector<std::pair<std::string, std::chrono::milliseconds>> cases{
+      {"1d", 86'400'000ms},       {"1.5min", 90'000ms}, {"1.5s", 1500ms}, {"2h", 7'200'000ms},
+      {"600us", 1ms},             {"1e3", 1000ms},      {"250", 250ms},   {"2147483647", 2'147'483'647ms},
+  };
+  for (const auto& [value, want] : cases) {
+    connection_settings s;
+    s.url = fmt::format("host=127.0.0.1 dbname=x options='-c statement_timeout={}'", value);
+    CHECK_MESSAGE(s.reply_deadline() == want + connection_settings::k_reply_margin, value);
+  }
+  // Rounded to no milliseconds: off, and so no client deadline.
+  connection_settings off;
+  off.url = "host=127.0.0.1 dbname=x options='-c statement_timeout=250us'";
+  CHECK(off.reply_deadline() == 0ms);
+  // Past the int range the server refuses the value (and the connection);
+  // reading it is no reason to fail here, and the setting before it stands.
+  connection_settings huge;
+  huge.url = "host=127.0.0.1 dbname=x options='-c statement_timeout=99999999999999999999'";
+  CHECK(huge.reply_deadline() == 5000ms + connection_settings::k_reply_margin);
 }
 
 TEST_CASE("libpq's environment stands where the URL is silent") {

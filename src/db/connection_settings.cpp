@@ -2,7 +2,9 @@
 
 #include <libpq-fe.h>
 
+#include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -124,17 +126,26 @@ std::string connection_settings::conninfo() const { return keyword_string(merged
 namespace {
 
 // The statement_timeout the server will apply: the last -c setting of the
-// options (ours come first; the URL's or PGOPTIONS' later ones win). An
-// integer is milliseconds; ms, s, min and h units are read; nullopt when
-// absent or unreadable.
+// options (ours come first; the URL's or PGOPTIONS' later ones win), read
+// as Postgres reads a time setting: a number, a fraction allowed, and a unit
+// (us, ms, s, min, h, d; milliseconds when none), rounded to whole
+// milliseconds. nullopt when absent; a value past the server's int range is
+// skipped (the server refuses it, and with it the connection).
 std::optional<std::chrono::milliseconds> statement_timeout_of(const std::string& options) {
-  static const std::regex k_setting{R"(statement_timeout\s*=\s*'?([0-9]+)\s*(ms|s|min|h)?)"};
+  static const std::regex k_setting{
+      R"(statement_timeout\s*=\s*'?([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)\s*(us|ms|min|s|h|d)?)"};
   std::optional<std::chrono::milliseconds> last;
   for (auto it = std::sregex_iterator(options.begin(), options.end(), k_setting); it != std::sregex_iterator(); ++it) {
-    const long long n = std::stoll((*it)[1].str());
     const std::string unit = (*it)[2].str();
-    const long long factor = unit == "s" ? 1000 : unit == "min" ? 60000 : unit == "h" ? 3600000 : 1;
-    last = std::chrono::milliseconds{n * factor};
+    const double factor = unit == "us"    ? 0.001
+                          : unit == "s"   ? 1e3
+                          : unit == "min" ? 6e4
+                          : unit == "h"   ? 3.6e6
+                          : unit == "d"   ? 8.64e7
+                                          : 1.0;
+    const double ms = std::round(std::strtod((*it)[1].str().c_str(), nullptr) * factor);
+    if (!(ms <= std::numeric_limits<int>::max())) continue;
+    last = std::chrono::milliseconds{static_cast<long long>(ms)};
   }
   return last;
 }
