@@ -84,6 +84,21 @@ TEST_CASE("environment fills what flags leave open, and is validated the same wa
   const auto c = run_voucherd({"worker", "--database-url", url, "--http", "127.0.0.1:0"}, {}, {{"VOUCHERD_HTTP_CLAIMERS", "0"}});
   CHECK_MESSAGE(c.exit_code == 64, c.err);
   CHECK_MESSAGE(c.err.find("--http-claimers must be 1..4 (--concurrency), got 0") != std::string::npos, c.err);
+  // A number past the type it is kept in is refused as given; 4294967297
+  // once wrapped to a worker of one claimer, and a long overflow read as
+  // LONG_MAX.
+  const std::vector<std::pair<std::string, std::string>> too_big{
+      {"VOUCHERD_CONCURRENCY", "4294967297"},
+      {"VOUCHERD_THREADS", "4294967296"},
+      {"VOUCHERD_HTTP_CLAIMERS", "4294967297"},
+      {"VOUCHERD_BATCH", "99999999999999999999"},
+      {"VOUCHERD_LOCK_TIMEOUT_MS", "99999999999999999999"},
+  };
+  for (const auto& [name, value] : too_big) {
+    const auto o = run_voucherd({"worker", "--database-url", url, "--http", "127.0.0.1:0"}, {}, {{name, value}});
+    CHECK_MESSAGE(o.exit_code == 64, name, ": ", o.err);
+    CHECK_MESSAGE(o.err.find(fmt::format("{} is out of range, got '{}'", name, value)) != std::string::npos, o.err);
+  }
 }
 
 TEST_CASE("enqueue refuses an unknown source and a missing file") {

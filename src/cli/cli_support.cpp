@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -43,6 +44,19 @@ void add_common(po::options_description& desc, common_flags& flags) {
       ("help,h", "show this help");
 }
 
+std::optional<long> env_long(const char* name, std::string_view what, long min, long max) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return std::nullopt;
+  errno = 0;
+  char* end = nullptr;
+  const long n = std::strtol(v, &end, 10);
+  if (*end != '\0' || end == v)
+    throw voucherd_error{failure_kind::usage, fmt::format("{} must be {}, got '{}'", name, what, v)};
+  if (errno == ERANGE || n < min || n > max)
+    throw voucherd_error{failure_kind::usage, fmt::format("{} is out of range, got '{}'", name, v)};
+  return n;
+}
+
 namespace {
 
 // The flag, else the environment variable, else the default.
@@ -50,13 +64,9 @@ std::chrono::milliseconds pick_ms(long flag, const char* env_name, std::chrono::
                                   const char* option) {
   long value = flag;
   if (value < 0) {
-    const char* env = std::getenv(env_name);
-    if (!env || !*env) return fallback;
-    char* end = nullptr;
-    value = std::strtol(env, &end, 10);
-    if (*end != '\0')
-      throw voucherd_error{failure_kind::usage, fmt::format("{} must be a number of milliseconds, got '{}'",
-                                                            env_name, env)};
+    const auto env = env_long(env_name, "a number of milliseconds");
+    if (!env) return fallback;
+    value = *env;
   }
   // The server takes an int of milliseconds; a day is more than any wait here should be.
   constexpr long k_max_ms = 86'400'000;

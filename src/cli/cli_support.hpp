@@ -2,6 +2,8 @@
 // What every subcommand shares: the --database-url/--help options, JSON lines
 // on stdout, human messages on stderr, and the map from failures to exit codes.
 #include <functional>
+#include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +49,15 @@ void add_common(po::options_description& desc, common_flags& flags);
 // Throws voucherd_error(usage) for a negative timeout or an unreadable URL.
 common_options resolve_common(const common_flags& flags, std::string_view command,
                               db_profile profile = db_profile::claim);
+
+// The environment variable `name` as a whole decimal number; nullopt when it
+// is unset or empty. Throws voucherd_error(usage), naming the variable and
+// its value, when it is not `what` ("a number", "a number of milliseconds")
+// or lies outside min..max (the range of the type it is stored in; the
+// setting's own range is checked after, with the flag's message).
+std::optional<long> env_long(const char* name, std::string_view what,
+                             long min = std::numeric_limits<long>::min(),
+                             long max = std::numeric_limits<long>::max());
 
 // The first line of a file that holds a secret (a URL with a password, a
 // token), without surrounding blanks. `what` names it in messages ("database

@@ -3,7 +3,6 @@
 // environment itself.
 #include <unistd.h>
 
-#include <algorithm>
 #include <cstdlib>
 #include <limits>
 
@@ -41,13 +40,11 @@ std::string env_or(const char* name, const std::string& fallback) {
   return v && *v ? std::string{v} : fallback;
 }
 
-long env_number(const char* name, long fallback) {
-  const char* v = std::getenv(name);
-  if (!v || !*v) return fallback;
-  char* end = nullptr;
-  const long n = std::strtol(v, &end, 10);
-  if (*end != '\0') throw voucherd_error{failure_kind::usage, fmt::format("{} must be a number, got '{}'", name, v)};
-  return n;
+long env_number(const char* name, long fallback) { return env_long(name, "a number").value_or(fallback); }
+
+int env_int(const char* name, int fallback) {
+  return static_cast<int>(
+      env_long(name, "a number", std::numeric_limits<int>::min(), std::numeric_limits<int>::max()).value_or(fallback));
 }
 
 source_kind parse_source(const std::string& s) {
@@ -87,10 +84,10 @@ int run_worker(const args& a) {
   worker_config config;
   common_flags url_flag;
   std::string source = "pg";
-  int concurrency = 0, threads = 0;
+  int concurrency = 0, threads = 0, http_claimers = 0;
   long batch = 0;
   bool general_path = false;
-  long http_queue_max = 0, http_deadline_ms = 0, http_claimers = 0;
+  long http_queue_max = 0, http_deadline_ms = 0;
   long claim_idle_ms = config.redis.claim_idle.count();
   long grace_ms = config.shutdown_grace.count();
   std::string http_token_file;
@@ -190,9 +187,8 @@ int run_worker(const args& a) {
   config.pooling = transaction_pooling::of(common.db);
   config.source = parse_source(source);
   if (config.campaign.empty()) config.campaign = env_or(k_env_campaign, "");
-  config.concurrency = vm.count("concurrency") ? concurrency
-                                               : static_cast<int>(env_number(k_env_concurrency, config.concurrency));
-  config.threads = vm.count("threads") ? threads : static_cast<int>(env_number(k_env_threads, 0));
+  config.concurrency = vm.count("concurrency") ? concurrency : env_int(k_env_concurrency, config.concurrency);
+  config.threads = vm.count("threads") ? threads : env_int(k_env_threads, 0);
   const long b = vm.count("batch") ? batch : env_number(k_env_batch, static_cast<long>(config.batch));
   if (b < 1) throw voucherd_error{failure_kind::usage, fmt::format("--batch must be 1..{}, got {}", worker_config::k_max_batch, b)};
   config.batch = static_cast<std::size_t>(b);
@@ -208,9 +204,7 @@ int run_worker(const args& a) {
   config.http.queue_max = static_cast<std::size_t>(queue_max);
   // Given (flag or environment), it is validated as given: 0 is refused, not taken for the default.
   if (vm.count("http-claimers") || !env_or(k_env_http_claimers, "").empty()) {
-    const long n = vm.count("http-claimers") ? http_claimers : env_number(k_env_http_claimers, 0);
-    config.http.claimers = static_cast<int>(
-        std::clamp<long>(n, std::numeric_limits<int>::min(), std::numeric_limits<int>::max()));
+    config.http.claimers = vm.count("http-claimers") ? http_claimers : env_int(k_env_http_claimers, 0);
   }
   config.http.deadline = std::chrono::milliseconds{
       vm.count("http-deadline-ms") ? http_deadline_ms : env_number(k_env_http_deadline_ms, config.http.deadline.count())};
