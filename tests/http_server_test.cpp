@@ -115,6 +115,7 @@ struct http_reply {
   unsigned status = 0;
   std::string body;
   std::string content_type;
+  std::string allow;  // the Allow header (a 405's)
   boost::json::value json() const { return boost::json::parse(body); }
 };
 
@@ -132,7 +133,8 @@ class client {
     http::write(stream_, req);
     http::response<http::string_body> res;
     http::read(stream_, buffer_, res);
-    return {res.result_int(), res.body(), std::string{res[http::field::content_type]}};
+    return {res.result_int(), res.body(), std::string{res[http::field::content_type]},
+            std::string{res[http::field::allow]}};
   }
   http_reply post(const std::string& body) { return call(http::verb::post, "/v1/claims", body); }
   http_reply get(const std::string& target) { return call(http::verb::get, target); }
@@ -284,8 +286,12 @@ TEST_CASE("/healthz, /readyz follow the probe, unknown paths and methods are 404
   auto now_ready = c.get("/readyz");
   CHECK_MESSAGE(now_ready.status == 200, now_ready.body);
   CHECK_MESSAGE(c.get("/nope").status == 404, "unknown path");
-  CHECK_MESSAGE(c.call(http::verb::get, "/v1/claims").status == 405, "GET on the claim endpoint");
-  CHECK_MESSAGE(c.call(http::verb::post, "/metrics").status == 405, "POST on metrics");
+  const auto get_claims = c.call(http::verb::get, "/v1/claims");
+  CHECK_MESSAGE(get_claims.status == 405, "GET on the claim endpoint");
+  CHECK_MESSAGE(get_claims.allow == "POST", "a 405 says what the path answers (RFC 9110)");
+  const auto post_metrics = c.call(http::verb::post, "/metrics?x=1");
+  CHECK_MESSAGE(post_metrics.status == 405, "POST on metrics");
+  CHECK(post_metrics.allow == "GET, HEAD");
 }
 
 TEST_CASE("/metrics counters equal the database's counts after a run of claims") {

@@ -71,21 +71,42 @@ constexpr const char* k_prometheus = "text/plain; version=0.0.4; charset=utf-8";
 
 enum class route { claims, healthz, readyz, metrics, not_found, method_not_allowed };
 
-// Pure: which endpoint a request is for.
-route route_of(const request& req) {
+struct endpoint {
+  std::string_view path;
+  http::verb method;  // GET endpoints answer HEAD too
+  route to;
+};
+
+constexpr endpoint k_endpoints[] = {
+    {"/v1/claims", http::verb::post, route::claims},
+    {"/healthz", http::verb::get, route::healthz},
+    {"/readyz", http::verb::get, route::readyz},
+    {"/metrics", http::verb::get, route::metrics},
+};
+
+// Pure: the endpoint of the request's path, or nullptr.
+const endpoint* endpoint_of(const request& req) {
   const auto target = req.target();
   const auto path = target.substr(0, target.find('?'));
+  for (const auto& e : k_endpoints)
+    if (path == e.path) return &e;
+  return nullptr;
+}
+
+// Pure: which endpoint a request is for.
+route route_of(const request& req) {
+  const auto* e = endpoint_of(req);
+  if (!e) return route::not_found;
   const auto method = req.method();
-  auto only = [&](http::verb allowed, route r) {
-    return method == allowed || (allowed == http::verb::get && method == http::verb::head)
-               ? r
-               : route::method_not_allowed;
-  };
-  if (path == "/v1/claims") return only(http::verb::post, route::claims);
-  if (path == "/healthz") return only(http::verb::get, route::healthz);
-  if (path == "/readyz") return only(http::verb::get, route::readyz);
-  if (path == "/metrics") return only(http::verb::get, route::metrics);
-  return route::not_found;
+  return method == e->method || (e->method == http::verb::get && method == http::verb::head)
+             ? e->to
+             : route::method_not_allowed;
+}
+
+// Pure: the Allow header of a 405 (RFC 9110: the methods the path answers).
+std::string_view allowed_methods(const request& req) {
+  const auto* e = endpoint_of(req);
+  return e && e->method == http::verb::post ? "POST" : "GET, HEAD";
 }
 
 // Pure: a complete response to req.
@@ -218,8 +239,11 @@ asio::awaitable<response> handle_request(request req, const request_services& se
     case route::healthz: co_return make_response(req, 200, k_json, R"({"status":"ok"})");
     case route::metrics: co_return make_response(req, 200, k_prometheus, services.registry.prometheus_text());
     case route::not_found: co_return make_response(req, 404, k_json, error_body("not_found", req.target()));
-    case route::method_not_allowed:
-      co_return make_response(req, 405, k_json, error_body("method_not_allowed", req.method_string()));
+    case route::method_not_allowed: {
+      auto res = make_response(req, 405, k_json, error_body("method_not_allowed", req.method_string()));
+      res.set(http::field::allow, allowed_methods(req));
+      co_return res;
+    }
     case route::readyz: {
       std::string why_not;
       if (services.probe) {

@@ -42,7 +42,7 @@ http_reply http_call(unsigned short port, http::verb verb, const std::string& ta
     return {res.result_int(), res.body(), std::string{res[http::field::content_type]},
             std::string{res[http::field::www_authenticate]}, {}, std::string{res[http::field::retry_after]}};
   } catch (const std::exception& e) {
-    return {0, {}, {}, {}, e.what()};
+    return {0, {}, {}, {}, e.what(), {}};
   }
 }
 
