@@ -170,6 +170,15 @@ TEST_CASE("import reads CSV with a code column and reports every bad line") {
   CHECK_MESSAGE(r.err.find("line 2") != std::string::npos, r.err);
   CHECK_MESSAGE(r.err.find("line 3") != std::string::npos, r.err);
   CHECK(db.count("SELECT count(*) FROM voucher_item") == 2);
+
+  // A spreadsheet's "CSV UTF-8" starts with a byte order mark: the header is
+  // still the header, and a plain list's first code is still its code.
+  r = run_voucherd({"import", "--campaign", "csv", "-", "--database-url", db.url()},
+                   "\xEF\xBB\xBF" "code,note\r\nCCC3,x\r\n");
+  CHECK_MESSAGE(r.exit_code == 0, r.out, r.err);
+  r = run_voucherd({"import", "--campaign", "csv", "-", "--database-url", db.url()}, "\xEF\xBB\xBF" "DDD4\nEEE5\n");
+  CHECK_MESSAGE(r.exit_code == 0, r.out, r.err);
+  CHECK(db.scalar("SELECT string_agg(code, ',' ORDER BY id) FROM voucher_item") == "AAA1,BBB2,CCC3,DDD4,EEE5");
 }
 
 TEST_CASE("generate adds unique random codes from the unambiguous alphabet") {
