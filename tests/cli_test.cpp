@@ -181,6 +181,21 @@ TEST_CASE("import reads CSV with a code column and reports every bad line") {
   CHECK(db.scalar("SELECT string_agg(code, ',' ORDER BY id) FROM voucher_item") == "AAA1,BBB2,CCC3,DDD4,EEE5");
 }
 
+TEST_CASE("claim-batch and enqueue read a file with a byte order mark and CRLF lines as import does") {
+  test_database db;
+  db.make_campaign("bom", 5);
+  auto r = run_voucherd({"claim-batch", "--campaign", "bom", "-", "--database-url", db.url()},
+                        "\xEF\xBB\xBF" "u1\r\nu2\r\n");
+  CHECK_MESSAGE(r.exit_code == 0, r.err);
+  // Before 2026-11-28 the first user was claimed as "\uFEFFu1".
+  CHECK(db.scalar("SELECT string_agg(user_id, ',' ORDER BY user_id) FROM voucher_item") == "u1,u2");
+  r = run_voucherd({"enqueue", "--source", "pg", "--campaign", "bom", "-", "--database-url", db.url()},
+                   "\xEF\xBB\xBF" R"({"user_id":"m1"})" "\r\n");
+  CHECK_MESSAGE(r.exit_code == 0, r.err);
+  // Parsed where it was enqueued, not kept as a body the worker would reject.
+  CHECK(db.scalar("SELECT coalesce(user_id, '(not parsed)') FROM message_queue") == "m1");
+}
+
 TEST_CASE("generate adds unique random codes from the unambiguous alphabet") {
   test_database db;
   REQUIRE(run_voucherd({"campaign", "create", "gen", "--database-url", db.url()}).exit_code == 0);

@@ -9,6 +9,7 @@
 #include "bench/claim_strategy.hpp"
 #include "cli/commands.hpp"
 #include "common/failure.hpp"
+#include "common/text_lines.hpp"
 #include "db/session.hpp"
 
 namespace voucherd::cli {
@@ -109,8 +110,8 @@ int run_claim_batch(const args& a) {
     batch.clear();
   };
   std::string line;
-  while (std::getline(in, line)) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
+  text_lines lines{in};
+  while (lines.next(line)) {
     batch.push_back({campaign, line, {}});
     if (batch.size() == batch_size) flush();
   }

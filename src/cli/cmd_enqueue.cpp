@@ -15,6 +15,7 @@
 
 #include "cli/commands.hpp"
 #include "common/failure.hpp"
+#include "common/text_lines.hpp"
 #include "db/session.hpp"
 #include "redis/redis_node.hpp"
 #include "source/pg_queue_source.hpp"
@@ -112,8 +113,8 @@ int run_enqueue(const args& a) {
     chunk.clear();
   };
   std::string line;
-  while (std::getline(in, line)) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
+  text_lines lines{in};
+  while (lines.next(line)) {
     if (line.empty()) continue;
     chunk.push_back(with_campaign(std::move(line), campaign));
     if (chunk.size() == k_enqueue_chunk) flush();

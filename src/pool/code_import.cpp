@@ -9,6 +9,7 @@
 #include <pqxx/pqxx>
 
 #include "common/failure.hpp"
+#include "common/text_lines.hpp"
 #include "db/session.hpp"
 #include "pool/campaign.hpp"
 #include "pool/code_generator.hpp"
@@ -81,8 +82,6 @@ std::int64_t commit_stage(pqxx::work& txn, std::int64_t campaign_id) {
   return exec(txn, sql::import_commit_stage, campaign_id)[0][0].as<std::int64_t>();
 }
 
-constexpr std::string_view k_utf8_bom = "\xEF\xBB\xBF";
-
 }  // namespace
 
 import_report import_codes(pqxx::connection& conn, const std::string& campaign, std::istream& in,
@@ -98,12 +97,11 @@ import_report import_codes(pqxx::connection& conn, const std::string& campaign, 
     pqxx::stream_to stage{txn, "import_stage", std::vector<std::string>{"line", "code"}};
     std::optional<std::size_t> csv_column;
     std::string line;
-    for (std::size_t n = 1; std::getline(in, line); ++n) {
+    text_lines lines{in};
+    while (lines.next(line)) {
+      const auto n = lines.number();
       report.lines = n;
       if (progress && n % k_progress_every_lines == 0) progress(n);
-      if (!line.empty() && line.back() == '\r') line.pop_back();
-      // A UTF-8 byte order mark, as spreadsheets write before "CSV UTF-8".
-      if (n == 1 && line.starts_with(k_utf8_bom)) line.erase(0, k_utf8_bom.size());
       if (n == 1 && (csv_column = code_column(line))) continue;  // the header
       std::string code = line;
       if (csv_column) {
