@@ -46,11 +46,12 @@ struct recorded_outcome {
   unsigned http_status = 0;  // http: the answer's status code
 };
 
-// SIGTERM, then the exit status, or -1 when it did not exit within `timeout`
-// (it is then killed, so no test leaves a process behind).
-inline int terminate_and_wait(int pid, std::chrono::seconds timeout, double* seconds_taken = nullptr) {
+// SIGTERM (or `signo`), then the exit status, or -1 when it did not exit
+// within `timeout` (it is then killed, so no test leaves a process behind).
+inline int terminate_and_wait(int pid, std::chrono::seconds timeout, double* seconds_taken = nullptr,
+                              int signo = SIGTERM) {
   const auto start = std::chrono::steady_clock::now();
-  ::kill(pid, SIGTERM);
+  ::kill(pid, signo);
   int status = 0;
   while (std::chrono::steady_clock::now() - start < timeout) {
     const int r = waitpid(pid, &status, WNOHANG);

@@ -102,10 +102,11 @@ int run_notify(const args& a) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGHUP);  // as the worker: a hang-up stops it gracefully
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   outbox_dispatcher dispatcher{database_url, config, registry, common.pooling};
   dispatcher.start();
-  say(fmt::format("notify: delivering through {} until SIGINT/SIGTERM", notify));
+  say(fmt::format("notify: delivering through {} until SIGINT/SIGTERM/SIGHUP", notify));
   int received = 0;
   sigwait(&stop_signals, &received);
   dispatcher.stop();

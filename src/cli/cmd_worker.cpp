@@ -96,7 +96,7 @@ int run_worker(const args& a) {
   po::options_description desc{
       "voucherd worker: the claim daemon. Takes messages ({\"user_id\": ..., \"campaign\": ..., "
       "\"message_id\": ...}) from a queue, claims a voucher for each, records one outcome per message.\n"
-      "Logs: one JSON object per line on stderr. SIGTERM/SIGINT: finish in-flight work, exit 0"};
+      "Logs: one JSON object per line on stderr. SIGTERM/SIGINT/SIGHUP: finish in-flight work, exit 0"};
   add_common(desc, url_flag);
   desc.add_options()
       ("source", po::value(&source)->default_value("pg"),

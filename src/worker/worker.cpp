@@ -120,9 +120,11 @@ void check_database_at_start(const worker_config& config) {
 int worker::run() {
   auto& s = *impl_;
   check_database_at_start(s.config);
-  asio::signal_set signals{s.io, SIGINT, SIGTERM};
+  // SIGHUP too: the session that started it went away; a hang-up ends it
+  // gracefully rather than by the default action (at once, status 129).
+  asio::signal_set signals{s.io, SIGINT, SIGTERM, SIGHUP};
   signals.async_wait([&s](boost::system::error_code ec, int signo) {
-    if (!ec) s.stop(signo == SIGTERM ? "SIGTERM" : "SIGINT");
+    if (!ec) s.stop(signo == SIGTERM ? "SIGTERM" : signo == SIGHUP ? "SIGHUP" : "SIGINT");
   });
   s.source->start(s.io);
   log_json(log_level::info, "worker starting",

@@ -13,7 +13,7 @@
 // connections from one thread keeps Postgres waiting on a busy machine;
 // pgbench, our ceiling, runs a thread per client too.
 //
-// SIGTERM/SIGINT: the source stops taking messages; each claimer finishes
+// SIGTERM/SIGINT/SIGHUP: the source stops taking messages; each claimer finishes
 // (commits or rolls back) its transaction and stops; the source flushes its
 // acknowledgements; exit 0. After shutdown_grace the io_contexts are stopped
 // regardless: an unfinished transaction dies with its connection (rolled back).
