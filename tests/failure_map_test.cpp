@@ -141,6 +141,14 @@ TEST_CASE("a connection that cannot be opened is config when the set-up is wrong
            {R"(connection to server at "db", port 5432 failed: server certificate for "db" does not match host name "x")",
             failure_kind::config},
            {R"(invalid integer value "zz" for connection option "port")", failure_kind::config},
+           // A misspelled or refused -c setting: no retry fixes it (found 2026-11-28: it was 75, and a
+           // worker retried it forever).
+           {R"(connection to server at "db", port 5432 failed: FATAL:  unrecognized configuration parameter "statment_timeout")",
+            failure_kind::config},
+           {R"(connection to server at "db", port 5432 failed: FATAL:  parameter "shared_buffers" cannot be changed without restarting the server)",
+            failure_kind::config},
+           {R"(connection to server at "db", port 5432 failed: FATAL:  invalid value for parameter "statement_timeout": "1x")",
+            failure_kind::config},
            {"connection to server at \"127.0.0.1\", port 5432 failed: Connection refused\n\tIs the server running",
             failure_kind::transient},
            {R"(connection to server at "127.0.0.1", port 5432 failed: FATAL:  the database system is starting up)",
@@ -153,6 +161,8 @@ TEST_CASE("a connection that cannot be opened is config when the set-up is wrong
     CHECK(classify_connect_failure(r.message) == r.kind);
   }
   CHECK(config_hint("42P01", "").find("voucherd migrate") != std::string::npos);
+  CHECK(config_hint("", R"(FATAL:  unrecognized configuration parameter "statment_timeout")").find("PGOPTIONS") !=
+        std::string::npos);
   CHECK(config_hint("", R"(FATAL:  database "shop" does not exist)").find("database name") != std::string::npos);
   CHECK(config_hint("", R"(FATAL:  role "app" does not exist)").find("role") != std::string::npos);
 }

@@ -45,7 +45,9 @@ failure_kind classify_connect_failure(const std::string& m) {
     if (m.find(passing) != std::string::npos) return failure_kind::transient;
   for (const char* setup : {"does not exist", "authentication failed", "no pg_hba.conf entry", "password",
                             "invalid", "certificate", "SSL", "sslmode", "not permitted to log in",
-                            "permission denied", "could not translate host name", "unsupported"})
+                            "permission denied", "could not translate host name", "unsupported",
+                            // a setting in the URL's options or PGOPTIONS the server refuses
+                            "unrecognized configuration parameter", "cannot be changed"})
     if (m.find(setup) != std::string::npos) return failure_kind::config;
   return failure_kind::transient;
 }
@@ -60,6 +62,9 @@ std::string config_hint(const std::string& sqlstate, const std::string& message)
   if (sqlstate.starts_with("28") || message.find("authentication") != std::string::npos ||
       message.find("role") != std::string::npos || message.find("pg_hba") != std::string::npos)
     return "check the role and its password (PGPASSWORD, PGPASSFILE or --database-url-file) and pg_hba.conf";
+  if (message.find("configuration parameter") != std::string::npos || message.find("for parameter") != std::string::npos ||
+      message.find("cannot be changed") != std::string::npos)
+    return "check the -c settings in the URL's options and in PGOPTIONS";
   if ((message.find("certificate") != std::string::npos || message.find("SSL") != std::string::npos) &&
       message.find("database") != std::string::npos)
     return "check sslmode, sslrootcert and the server's certificate";
