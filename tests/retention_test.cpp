@@ -249,6 +249,16 @@ TEST_CASE("prune deletes what is older than its retention and nothing younger, r
     CHECK(stats.at("outbox_pending").to_number<long>() == 0);
     CHECK(stats.contains("outbox_oldest_pending_s"));
   }
+  {  // an age past what a timestamp holds is refused before anything is deleted (found 2026-11-28: this
+     // prune deleted the sent notifications, then failed with 65, "timestamp out of range")
+    const auto outbox_before = count("SELECT count(*) FROM notification_outbox");
+    REQUIRE(outbox_before > 0);
+    const auto refused = run_voucherd({"prune", "--keep-sent", "0", "--keep-dead-letters", "100000000d",
+                                       "--database-url", db.url()});
+    CHECK_MESSAGE(refused.exit_code == 64, refused.err);
+    CHECK_MESSAGE(refused.err.find("--keep-dead-letters must be at most 36500d") != std::string::npos, refused.err);
+    CHECK(count("SELECT count(*) FROM notification_outbox") == outbox_before);
+  }
   {  // a shorter retention reaches the young rows; the outcomes' floor is refused
     const auto again = run_voucherd({"prune", "--keep-sent", "5d", "--keep-done", "5d", "--keep-outcomes", "5d",
                                      "--keep-dead-letters", "5d", "--database-url", db.url()});

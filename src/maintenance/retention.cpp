@@ -41,8 +41,11 @@ std::chrono::seconds retention_config::keep(retained_kind kind) const {
 void retention_config::validate() const {
   auto fail = [](std::string message) { throw voucherd_error{failure_kind::usage, std::move(message)}; };
   for (auto [age, option] : {std::pair{keep_sent, "--keep-sent"}, std::pair{keep_done, "--keep-done"},
-                             std::pair{keep_dead_letters, "--keep-dead-letters"}})
+                             std::pair{keep_outcomes, "--keep-outcomes"},
+                             std::pair{keep_dead_letters, "--keep-dead-letters"}}) {
     if (age.count() < 0) fail(fmt::format("{} must not be negative", option));
+    if (age > k_max_keep) fail(fmt::format("{} must be at most {} (got {})", option, format_age(k_max_keep), format_age(age)));
+  }
   if (keep_outcomes < k_min_keep_outcomes)
     fail(fmt::format("--keep-outcomes must be at least {}: an outcome must outlive every redelivery of its "
                      "message (got {})", format_age(k_min_keep_outcomes), format_age(keep_outcomes)));

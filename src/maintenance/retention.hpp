@@ -56,6 +56,8 @@ struct retention_config {
   static constexpr std::chrono::seconds k_default_keep_outcomes = days{30};
   static constexpr std::chrono::seconds k_default_keep_dead_letters = days{30};
   static constexpr std::chrono::seconds k_min_keep_outcomes{3600};
+  // A century: far beyond any retention, and now() minus it stays a timestamp.
+  static constexpr std::chrono::seconds k_max_keep = days{36500};
   static constexpr std::size_t k_default_batch = 1000;
   static constexpr std::size_t k_max_batch = 10'000;
 
