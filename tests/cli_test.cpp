@@ -129,6 +129,19 @@ TEST_CASE("bad input gets its exit code and a clear message, and changes nothing
        "", k_exit_usage, "lock-timeout-ms"},
       {"a timeout past a day", {"claim", "--campaign", "live", "--user", "1", "--statement-timeout-ms", "999999999"},
        "", k_exit_usage, "must be 0..86400000"},
+      // Cases found 2026-11-28: a negative flag was taken for "not given"; a directory read as an empty
+      // file (claim-batch exit 0, enqueue {"enqueued":0}); a retention past a timestamp deleted first and
+      // failed after.
+      {"a negative timeout", {"stats", "--campaign", "live", "--statement-timeout-ms", "-5"}, "", k_exit_usage,
+       "must be 0..86400000 milliseconds, got -5"},
+      {"claim-batch of a directory", {"claim-batch", "--campaign", "live", "/tmp"}, "", k_exit_usage,
+       "cannot open /tmp: it is a directory"},
+      {"enqueue of a directory", {"enqueue", "--source", "pg", "/tmp"}, "", k_exit_usage,
+       "cannot open /tmp: it is a directory"},
+      {"import of a directory", {"import", "--campaign", "live", "/tmp"}, "", k_exit_usage,
+       "cannot open /tmp: it is a directory"},
+      {"a retention past a century", {"prune", "--keep-done", "40000d"}, "", k_exit_usage,
+       "--keep-done must be at most 36500d"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.name);
@@ -140,6 +153,12 @@ TEST_CASE("bad input gets its exit code and a clear message, and changes nothing
     CHECK_MESSAGE((r.out + r.err).find(c.message) != std::string::npos, c.name, ": ", r.out, r.err);
     CHECK_MESSAGE(fingerprint(db) == before, c.name, " changed the database");
   }
+  // A setting the server refuses at connect is the set-up's fault: 78, not 75 (a worker retried it forever).
+  const auto misspelled = run_voucherd(
+      {"claim", "--campaign", "live", "--user", "1", "--database-url",
+       url + (url.find('?') == std::string::npos ? "?" : "&") + "options=-c%20statment_timeout%3D1000"});
+  CHECK_MESSAGE(misspelled.exit_code == k_exit_config, misspelled.err);
+  CHECK_MESSAGE(misspelled.err.find("check the -c settings") != std::string::npos, misspelled.err);
 }
 
 TEST_CASE("a database that is down gives exit 75 and a clear message") {

@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <filesystem>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -30,18 +31,28 @@ void add_common(po::options_description& desc, common_flags& flags) {
        "a URL straight to Postgres for LISTEN (and migrate) when the main one is pooled; what it leaves "
        "out (database, user, password) comes from the main URL; without it a pooled worker polls "
        "(env VOUCHERD_LISTEN_URL)")
-      ("statement-timeout-ms", po::value(&flags.statement_timeout_ms),
+      ("statement-timeout-ms", po::value<long>()->notifier([&flags](long v) { flags.statement_timeout_ms = v; }),
        "server-side bound on each statement, 0 = none (env VOUCHERD_STATEMENT_TIMEOUT_MS; "
        "default 5000, 0 for migrate/import/generate)")
-      ("lock-timeout-ms", po::value(&flags.lock_timeout_ms),
+      ("lock-timeout-ms", po::value<long>()->notifier([&flags](long v) { flags.lock_timeout_ms = v; }),
        "bound on each lock wait, 0 = none; a claim that runs out is transient "
        "(env VOUCHERD_LOCK_TIMEOUT_MS; default 2000, 30000 for migrate/import/generate)")
-      ("idle-in-transaction-timeout-ms", po::value(&flags.idle_in_transaction_timeout_ms),
+      ("idle-in-transaction-timeout-ms", po::value<long>()->notifier([&flags](long v) { flags.idle_in_transaction_timeout_ms = v; }),
        "the server ends a session idle inside a transaction this long, 0 = never "
        "(env VOUCHERD_IDLE_IN_TRANSACTION_TIMEOUT_MS; default 10000)")
-      ("connect-timeout-ms", po::value(&flags.connect_timeout_ms),
+      ("connect-timeout-ms", po::value<long>()->notifier([&flags](long v) { flags.connect_timeout_ms = v; }),
        "bound on opening a connection (env VOUCHERD_CONNECT_TIMEOUT_MS; default 5000)")
       ("help,h", "show this help");
+}
+
+std::istream& open_input(const std::string& path, std::ifstream& file) {
+  if (path == "-") return std::cin;
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw voucherd_error{failure_kind::usage, fmt::format("cannot open {}: it is a directory", path)};
+  file.open(path, std::ios::binary);
+  if (!file) throw voucherd_error{failure_kind::usage, fmt::format("cannot open {}", path)};
+  return file;
 }
 
 std::optional<long> env_long(const char* name, std::string_view what, long min, long max) {
@@ -60,14 +71,11 @@ std::optional<long> env_long(const char* name, std::string_view what, long min, 
 namespace {
 
 // The flag, else the environment variable, else the default.
-std::chrono::milliseconds pick_ms(long flag, const char* env_name, std::chrono::milliseconds fallback,
+std::chrono::milliseconds pick_ms(std::optional<long> flag, const char* env_name, std::chrono::milliseconds fallback,
                                   const char* option) {
-  long value = flag;
-  if (value < 0) {
-    const auto env = env_long(env_name, "a number of milliseconds");
-    if (!env) return fallback;
-    value = *env;
-  }
+  if (!flag) flag = env_long(env_name, "a number of milliseconds");
+  if (!flag) return fallback;
+  const long value = *flag;
   // The server takes an int of milliseconds; a day is more than any wait here should be.
   constexpr long k_max_ms = 86'400'000;
   if (value < 0 || value > k_max_ms)

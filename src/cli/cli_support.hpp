@@ -1,6 +1,7 @@
 #pragma once
 // What every subcommand shares: the --database-url/--help options, JSON lines
 // on stdout, human messages on stderr, and the map from failures to exit codes.
+#include <fstream>
 #include <functional>
 #include <limits>
 #include <optional>
@@ -19,16 +20,17 @@ namespace po = boost::program_options;
 
 using args = std::vector<std::string>;
 
-// What the options every subcommand takes were given as (-1: not given).
+// What the options every subcommand takes were given as (nullopt: not given;
+// a negative number given is refused, not taken for "not given").
 struct common_flags {
   std::string database_url;
   std::string database_url_file;
   bool transaction_pooler = false;
   std::string listen_url;
-  long statement_timeout_ms = -1;
-  long lock_timeout_ms = -1;
-  long idle_in_transaction_timeout_ms = -1;
-  long connect_timeout_ms = -1;
+  std::optional<long> statement_timeout_ms;
+  std::optional<long> lock_timeout_ms;
+  std::optional<long> idle_in_transaction_timeout_ms;
+  std::optional<long> connect_timeout_ms;
 };
 
 // Which defaults a command's connections get (db/connection_settings.hpp).
@@ -58,6 +60,10 @@ common_options resolve_common(const common_flags& flags, std::string_view comman
 std::optional<long> env_long(const char* name, std::string_view what,
                              long min = std::numeric_limits<long>::min(),
                              long max = std::numeric_limits<long>::max());
+
+// Opens FILE into `file`, or returns stdin for "-". Throws
+// voucherd_error(usage) "cannot open FILE" (a directory included).
+std::istream& open_input(const std::string& path, std::ifstream& file);
 
 // The first line of a file that holds a secret (a URL with a password, a
 // token), without surrounding blanks. `what` names it in messages ("database

@@ -93,11 +93,7 @@ int run_claim_batch(const args& a) {
     throw voucherd_error{failure_kind::usage,
                          fmt::format("--batch-size must be 1..{}", claim_core::k_max_statement_batch)};
   std::ifstream file;
-  if (path != "-") {
-    file.open(path, std::ios::binary);
-    if (!file) throw voucherd_error{failure_kind::usage, fmt::format("cannot open {}", path)};
-  }
-  std::istream& in = path == "-" ? std::cin : file;
+  std::istream& in = open_input(path, file);
 
   const auto common = resolve_common(url_flag, "claim-batch");
   blocking_claimer claimer{common.database_url, pg_deadlines::of(common.db), common.pooling};
@@ -110,7 +106,7 @@ int run_claim_batch(const args& a) {
     batch.clear();
   };
   std::string line;
-  text_lines lines{in};
+  text_lines lines{in, path == "-" ? "stdin" : path};
   while (lines.next(line)) {
     batch.push_back({campaign, line, {}});
     if (batch.size() == batch_size) flush();

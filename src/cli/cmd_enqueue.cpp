@@ -91,11 +91,7 @@ int run_enqueue(const args& a) {
   if (source != "pg" && source != "redis")
     throw voucherd_error{failure_kind::usage, fmt::format("--source must be pg or redis, got '{}'", source)};
   std::ifstream file;
-  if (path != "-") {
-    file.open(path, std::ios::binary);
-    if (!file) throw voucherd_error{failure_kind::usage, fmt::format("cannot open {}", path)};
-  }
-  std::istream& in = path == "-" ? std::cin : file;
+  std::istream& in = open_input(path, file);
 
   std::unique_ptr<pg_sink> pg;
   std::unique_ptr<redis_sink> redis;
@@ -113,7 +109,7 @@ int run_enqueue(const args& a) {
     chunk.clear();
   };
   std::string line;
-  text_lines lines{in};
+  text_lines lines{in, path == "-" ? "stdin" : path};
   while (lines.next(line)) {
     if (line.empty()) continue;
     chunk.push_back(with_campaign(std::move(line), campaign));

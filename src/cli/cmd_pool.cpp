@@ -72,18 +72,6 @@ int run_campaign(const args& a) {
   return k_exit_ok;
 }
 
-namespace {
-
-// Opens FILE, or stdin for "-".
-std::istream& open_input(const std::string& path, std::ifstream& file) {
-  if (path == "-") return std::cin;
-  file.open(path, std::ios::binary);
-  if (!file) throw voucherd_error{failure_kind::usage, fmt::format("cannot open {}", path)};
-  return file;
-}
-
-}  // namespace
-
 int run_import(const args& a) {
   common_flags url_flag;
   std::string campaign, path;

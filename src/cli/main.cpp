@@ -1,5 +1,8 @@
 // voucherd: hands out limited items (voucher codes) from a Postgres pool, one
 // atomic statement per claim. See `voucherd --help`.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <cstdio>
 #include <exception>
@@ -57,10 +60,23 @@ const std::map<std::string, command_fn>& commands() {
   return k_commands;
 }
 
+// Started with stdin, stdout or stderr closed (`<&-`, a careless
+// supervisor), the next file voucherd opens would take that number: a
+// database socket as fd 0 was read as the code file, as fd 1 written with
+// JSON lines. Each closed one is opened on /dev/null first.
+void open_standard_descriptors() {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) != -1) continue;
+    const int opened = ::open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+    if (opened != fd && opened >= 0) ::close(opened);  // something else took fd; leave it be
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   using namespace voucherd;
+  open_standard_descriptors();
   if (argc < 2) {
     std::fputs(k_usage, stderr);
     return k_exit_usage;

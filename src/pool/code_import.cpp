@@ -97,7 +97,7 @@ import_report import_codes(pqxx::connection& conn, const std::string& campaign, 
     pqxx::stream_to stage{txn, "import_stage", std::vector<std::string>{"line", "code"}};
     std::optional<std::size_t> csv_column;
     std::string line;
-    text_lines lines{in};
+    text_lines lines{in, "the code file"};
     while (lines.next(line)) {
       const auto n = lines.number();
       report.lines = n;
@@ -125,7 +125,6 @@ import_report import_codes(pqxx::connection& conn, const std::string& campaign, 
     }
     stage.complete();
   }
-  if (in.bad()) throw voucherd_error{failure_kind::usage, "error reading the code file"};
   if (report.lines == 0 || (report.lines == 1 && first_line_of.empty() && report.error_count == 0))
     errors.add(1, "the file has no codes");
   if (report.ok()) {
