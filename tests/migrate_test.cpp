@@ -57,6 +57,18 @@ TEST_CASE("an applied migration whose file changed is refused and nothing is app
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("a migration the database refuses is rejected (65), not an internal error, and is not recorded") {
+  test_database db{/*migrate=*/false};
+  const auto dir = copy_migrations_to_temp();
+  std::ofstream{dir + "/9999_broken.sql"} << "CREATE TABLE half_done (x int);\nSELECT 1/0;\n";
+  const auto r = run_voucherd({"migrate", "--dir", dir, "--database-url", db.url()});
+  CHECK_MESSAGE(r.exit_code == k_exit_rejected, "was 70 until 2026-11-28: ", r.err);
+  CHECK_MESSAGE(r.err.find("migration 9999_broken.sql failed") != std::string::npos, r.err);
+  CHECK(db.count("SELECT count(*) FROM voucherd_migration") == static_cast<long>(embedded_migrations().size()));
+  CHECK_MESSAGE(db.scalar("SELECT to_regclass('half_done')::text") == "", "the failed file left nothing behind");
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("two migrators at once apply each file exactly once") {
   for (int round = 0; round < 3; ++round) {
     test_database db{/*migrate=*/false};

@@ -121,8 +121,12 @@ migration_report apply_migrations(pqxx::connection& conn, const std::vector<migr
     try {
       txn.exec(files[i].text);
     } catch (const pqxx::sql_error& e) {
-      throw voucherd_error{classify(e) == failure_kind::transient ? failure_kind::transient
-                                                                  : failure_kind::internal,
+      // A server that went away is worth a retry; a role without the
+      // privilege is the set-up's; any other refusal is the file's (as a
+      // changed file is): never an internal error of voucherd's.
+      const auto kind = classify(e);
+      throw voucherd_error{kind == failure_kind::transient || kind == failure_kind::config ? kind
+                                                                                            : failure_kind::rejected,
                            fmt::format("migration {} failed: {}", files[i].name, e.what())};
     }
     exec(txn, sql::migration_record, files[i].name, checksums[i]);
