@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include <boost/json.hpp>
 #include <fmt/format.h>
 
 #include "common/failure.hpp"
@@ -258,6 +259,13 @@ TEST_CASE("a refused campaign create still answers with a JSON line on stdout") 
   CHECK_MESSAGE(r.exit_code == k_exit_rejected, r.err);
   CHECK_MESSAGE(r.out.find(R"("status":"rejected")") != std::string::npos, "stdout: ", r.out);
   CHECK_MESSAGE(r.out.find("exists already") != std::string::npos, "stdout: ", r.out);
+  // A name that is not UTF-8 is echoed as valid JSON (found 2026-11-28: the raw bytes went to stdout).
+  const auto bad = run_voucherd({"campaign", "create", "ab\xff\xfe", "--database-url", db.url()});
+  CHECK_MESSAGE(bad.exit_code == k_exit_rejected, bad.err);
+  boost::system::error_code ec;
+  const auto line = boost::json::parse(bad.out, ec);
+  REQUIRE_MESSAGE(!ec, "stdout is JSON: ", bad.out);
+  CHECK(line.at("campaign").as_string() == "ab\xEF\xBF\xBD\xEF\xBF\xBD");
 }
 
 TEST_CASE("voucherd --version, and a subcommand group called without its subcommand") {
