@@ -140,8 +140,14 @@ TEST_CASE("a receiver that always fails leaves the notification failed after the
   CHECK_MESSAGE(stats_field(db, "outbox_pending") == 0, "nothing left pending");
   CHECK_MESSAGE(dispatcher.drain_once() == 0, "a failed notification is not attempted again");
 
-  // Once the receiver is back, an operator requeues them and they go out.
+  // Once the receiver is back, an operator requeues them and they go out;
+  // a misspelled campaign is refused, not an empty success.
   webhook_receiver fixed{always_accept};
+  const auto typo = run_voucherd({"notify", "--requeue-failed", "sigup", "--once", "--notify", "webhook:" + fixed.url(),
+                                  "--database-url", db.url()});
+  CHECK_MESSAGE(typo.exit_code == k_exit_rejected, typo.out, typo.err);
+  CHECK_MESSAGE(typo.err.find("unknown campaign 'sigup'") != std::string::npos, typo.err);
+  CHECK_MESSAGE(stats_field(db, "outbox_failed") == 4, "still failed");
   auto r = run_voucherd({"notify", "--requeue-failed", "signup", "--once", "--notify", "webhook:" + fixed.url(),
                          "--database-url", db.url()});
   CHECK_MESSAGE(r.exit_code == 0, r.err);

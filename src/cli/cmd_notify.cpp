@@ -12,6 +12,7 @@
 #include "claim/metrics.hpp"
 #include "db/session.hpp"
 #include "notify/outbox_dispatcher.hpp"
+#include "pool/campaign.hpp"
 #include "sql_catalog.hpp"
 
 namespace voucherd::cli {
@@ -80,6 +81,8 @@ int run_notify(const args& a) {
   if (vm.count("requeue-failed")) {
     auto db = open_session(common);
     pqxx::work txn{db.conn()};
+    // A misspelled name would requeue nothing and say {"requeued":0}.
+    if (!requeue_campaign.empty()) find_campaign(txn, requeue_campaign);
     const auto requeued = exec(txn, sql::outbox_requeue_failed, requeue_campaign).size();
     txn.commit();
     boost::json::object line;
