@@ -246,6 +246,62 @@ TEST_CASE("a body over 64 kB is refused with 413 before the claim path sees it")
   CHECK_MESSAGE(again.get("/healthz").status == 200, "healthz after a refused body");
 }
 
+TEST_CASE("a request that cannot be parsed is answered 400 (431 for huge headers) and the connection closed") {
+  // Until 2026-11-28 these connections were dropped without a word (curl:
+  // "Empty reply from server"), and a 1.1 request without Host was served.
+  metrics registry;
+  std::atomic<int> claims{0};
+  running_server srv{[&](std::string, std::function<void(claim_reply)> done) {
+                       ++claims;
+                       done(claim_reply{});
+                     },
+                     always_ready(), registry};
+  // Sends `raw` on a new connection; what the server wrote until it closed.
+  auto exchange = [&](const std::string& raw) {
+    asio::io_context io;
+    beast::tcp_stream stream{io};
+    stream.connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), srv.server.port()});
+    asio::write(stream, asio::buffer(raw));
+    stream.socket().shutdown(tcp::socket::shutdown_send);
+    stream.expires_after(std::chrono::seconds{10});
+    beast::flat_buffer buffer;
+    http::response<http::string_body> res;
+    beast::error_code ec;
+    http::read(stream, buffer, res, ec);
+    return std::pair{ec, res};
+  };
+  struct bad_case {
+    std::string name;
+    std::string raw;
+    unsigned status;
+    std::string reason;
+  };
+  for (const auto& c : std::vector<bad_case>{
+           {"negative Content-Length", "POST /v1/claims HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400,
+            "bad Content-Length"},
+           {"two Content-Lengths", "POST /v1/claims HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+            400, "Content-Length"},
+           {"header over the limit", "GET /healthz HTTP/1.1\r\nHost: x\r\nX: " + std::string(9000, 'a') + "\r\n\r\n", 431,
+            "too large"},
+           {"1.1 without Host", "POST /v1/claims HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", 400, "Host"},
+       }) {
+    CAPTURE(c.name);
+    const auto [ec, res] = exchange(c.raw);
+    REQUIRE_MESSAGE(!ec, "an answer, not a dropped connection: ", ec.message());
+    CHECK(res.result_int() == c.status);
+    CHECK_MESSAGE(res.body().find(c.reason) != std::string::npos, res.body());
+  }
+  CHECK_MESSAGE(claims == 0, "none of them reached the claim path");
+  // A 404 echoes a target that is not UTF-8 as valid JSON.
+  const auto [ec, res] = exchange("GET /\xff\xfe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  REQUIRE(!ec);
+  CHECK(res.result_int() == 404);
+  boost::system::error_code json_ec;
+  const auto body = boost::json::parse(res.body(), json_ec);
+  REQUIRE_MESSAGE(!json_ec, res.body());
+  CHECK(body.at("reason").as_string() == "/\xEF\xBF\xBD\xEF\xBF\xBD");
+}
+
 TEST_CASE("a client that stops sending mid-request is disconnected at the deadline") {
   metrics registry;
   running_server srv{[](std::string, std::function<void(claim_reply)> done) { done(claim_reply{}); },

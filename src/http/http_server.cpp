@@ -7,7 +7,9 @@
 // advanced_server_flex shape): TLS adds a handshake before it and a
 // close_notify after it, and nothing inside it.
 #include "http/http_server.hpp"
+#include "claim/claim_request.hpp"
 #include "db/classify.hpp"
+#include "common/json_log.hpp"
 
 #include <atomic>
 #include <exception>
@@ -22,6 +24,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/beast/core.hpp>
@@ -235,10 +238,14 @@ asio::awaitable<Value> async_answer(Start start) {
 // A request in, its response out. Knows nothing of sockets or deadlines; its
 // only waits are on the claim handler and the readiness probe.
 asio::awaitable<response> handle_request(request req, const request_services& services) {
+  // RFC 9112 section 3.2: a 1.1 request without Host is answered 400.
+  if (req.version() >= 11 && req.find(http::field::host) == req.end())
+    co_return make_response(req, 400, k_json, error_body("malformed", "an HTTP/1.1 request needs a Host header"));
   switch (route_of(req)) {
     case route::healthz: co_return make_response(req, 200, k_json, R"({"status":"ok"})");
     case route::metrics: co_return make_response(req, 200, k_prometheus, services.registry.prometheus_text());
-    case route::not_found: co_return make_response(req, 404, k_json, error_body("not_found", req.target()));
+    case route::not_found:  // the target may be any bytes: echoed as valid UTF-8
+      co_return make_response(req, 404, k_json, error_body("not_found", printable_excerpt(req.target())));
     case route::method_not_allowed: {
       auto res = make_response(req, 405, k_json, error_body("method_not_allowed", req.method_string()));
       res.set(http::field::allow, allowed_methods(req));
@@ -282,6 +289,20 @@ response body_too_large(request head) {
   return make_response(
       head, 413, k_json,
       error_body("malformed", fmt::format("request body exceeds {} bytes", http_server::k_max_body_bytes)));
+}
+
+// The answer to a request whose framing could not be parsed (RFC 9112: a bad
+// Content-Length or Transfer-Encoding, a malformed start line or header),
+// or nullopt when there is no one to answer (the client went away mid-way).
+// The rest of the stream cannot be trusted: the answer says close.
+std::optional<response> unparsable_request(const beast::error_code& ec) {
+  if (ec.category() != beast::http::make_error_code(http::error::bad_target).category()) return std::nullopt;
+  if (ec == http::error::partial_message || ec == http::error::short_read) return std::nullopt;
+  request head{http::verb::unknown, "/", 11};
+  head.keep_alive(false);
+  if (ec == http::error::header_limit)
+    return make_response(head, 431, k_json, error_body("malformed", "request header fields too large"));
+  return make_response(head, 400, k_json, error_body("malformed", fmt::format("unparsable request: {}", ec.message())));
 }
 
 // Sessions and the accept loop only return; an exception out of one is a bug
@@ -354,6 +375,7 @@ struct http_server::impl {
   std::mutex connections_mutex_;
   bool stopped_ = false;
   std::vector<open_connection> connections_;
+  bool accept_failing_ = false;  // on the acceptor's strand only
 };
 
 asio::awaitable<void> http_server::impl::accept_loop(std::shared_ptr<impl> self) {
@@ -364,7 +386,18 @@ asio::awaitable<void> http_server::impl::accept_loop(std::shared_ptr<impl> self)
     tcp::socket socket = co_await self->acceptor_.async_accept(asio::make_strand(self->io_),
                                                                asio::redirect_error(asio::use_awaitable, ec));
     if (ec == asio::error::operation_aborted || !self->acceptor_.is_open()) co_return;
-    if (ec) continue;
+    if (ec) {
+      // Out of file descriptors (EMFILE) the same accept fails at once, again
+      // and again: without a pause the loop spun a core and starved the
+      // sessions that could free them. Logged once per run of failures.
+      if (!self->accept_failing_)
+        log_json(log_level::warn, "http accept failing; pausing between tries", {{"error", ec.message()}});
+      self->accept_failing_ = true;
+      asio::steady_timer pause{self->acceptor_.get_executor(), http_server::k_accept_retry_pause};
+      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      continue;
+    }
+    self->accept_failing_ = false;
     if (self->tls_) {
       auto stream = std::make_shared<tls_stream>(std::move(socket), *self->tls_);
       if (!self->track(stream)) co_return;
@@ -394,8 +427,10 @@ asio::awaitable<bool> http_server::impl::serve_requests(std::shared_ptr<impl> se
     response res;
     if (ec == http::error::body_limit)
       res = body_too_large(parser.get());
+    else if (auto answer = ec ? unparsable_request(ec) : std::nullopt)
+      res = std::move(*answer);
     else if (ec)
-      co_return false;  // timeout, reset, garbage, closed by stop(): drop the connection
+      co_return false;  // timeout, reset, closed by stop(): drop the connection
     else
       res = co_await handle_request(parser.release(), self->services_);
 

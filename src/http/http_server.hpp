@@ -65,6 +65,9 @@ class http_server {
  public:
   static constexpr std::size_t k_max_body_bytes = 64 * 1024;
   static constexpr std::chrono::milliseconds k_request_timeout{30'000};
+  // How long the accept loop waits after a failed accept (out of file
+  // descriptors) before it tries again.
+  static constexpr std::chrono::milliseconds k_accept_retry_pause{100};
 
   // listen = "HOST:PORT", e.g. "127.0.0.1:8080"; PORT 0 picks a free port
   // (read it back with port()). HOST is an IP address or "localhost".
