@@ -20,6 +20,7 @@
 #include "common/failure.hpp"
 #include "claim/metrics.hpp"
 #include "http/http_server.hpp"
+#include "http/shared_readiness.hpp"
 #include "support/test_db.hpp"
 
 using namespace voucherd;
@@ -300,6 +301,34 @@ TEST_CASE("a request that cannot be parsed is answered 400 (431 for huge headers
   const auto body = boost::json::parse(res.body(), json_ec);
   REQUIRE_MESSAGE(!json_ec, res.body());
   CHECK(body.at("reason").as_string() == "/\xEF\xBF\xBD\xEF\xBF\xBD");
+}
+
+TEST_CASE("/readyz behind shared_readiness: one probe for the requests that arrive while it runs, then a cached answer") {
+  int calls = 0;
+  std::vector<std::function<void(std::string)>> pending;
+  const readiness_probe inner = [&](std::function<void(std::string)> answer) {
+    ++calls;
+    pending.push_back(std::move(answer));
+  };
+  const shared_readiness cached{inner, std::chrono::hours{1}};
+  const auto probe = cached.probe();
+  std::vector<std::string> answers;
+  for (int i = 0; i < 10; ++i) probe([&](std::string why_not) { answers.push_back(why_not); });
+  CHECK_MESSAGE(calls == 1, "ten requests while the database is probed: one probe");
+  CHECK(answers.empty());
+  pending.at(0)("the database is away");
+  CHECK(answers == std::vector<std::string>(10, "the database is away"));
+  probe([&](std::string why_not) { answers.push_back(why_not); });
+  CHECK_MESSAGE(calls == 1, "a fresh answer is reused");
+  CHECK(answers.size() == 11);
+
+  const shared_readiness uncached{inner, std::chrono::milliseconds{0}};
+  const auto again = uncached.probe();
+  again([&](std::string why_not) { answers.push_back(why_not); });
+  pending.at(1)("");
+  again([&](std::string why_not) { answers.push_back(why_not); });
+  CHECK_MESSAGE(calls == 3, "a stale answer is probed again");
+  CHECK(answers.at(11).empty());
 }
 
 TEST_CASE("a client that stops sending mid-request is disconnected at the deadline") {

@@ -6,6 +6,7 @@
 #include "common/json_log.hpp"
 #include "db/pg_connection.hpp"
 #include "db/schema_check.hpp"
+#include "http/shared_readiness.hpp"
 
 namespace voucherd {
 
@@ -35,7 +36,10 @@ void http_surface::start() {
   auto submit = [this](std::string body, std::function<void(claim_reply)> done) {
     source_->submit(std::move(body), std::move(done));
   };
-  server_ = std::make_unique<http_server>(io_, config_.http_listen, submit, probe, registry_);
+  // One probe at a time, its answer kept a second: /readyz is open to anyone
+  // who can reach the port, and each probe is a new database connection.
+  const shared_readiness readiness{probe, std::chrono::seconds{1}};
+  server_ = std::make_unique<http_server>(io_, config_.http_listen, submit, readiness.probe(), registry_);
   if (!config_.http_token.empty()) server_->require_bearer_token(bearer_token{config_.http_token, config_.http_token_source});
   const bool tls = !config_.http_tls.cert_file.empty();
   if (tls) server_->use_tls(config_.http_tls);
