@@ -8,10 +8,15 @@
 
 #include <filesystem>
 #include <fstream>
+#include <atomic>
 #include <map>
+#include <mutex>
 #include <set>
+#include <thread>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <pqxx/pqxx>
 
 #include "notify_webhook_receiver.hpp"
 #include "support/files.hpp"
@@ -21,6 +26,7 @@
 #include "support/run_program.hpp"
 #include "support/test_ca.hpp"
 #include "support/test_db.hpp"
+#include "support/wait.hpp"
 
 using namespace voucherd;
 using namespace voucherd::test;
@@ -140,6 +146,59 @@ TEST_CASE("with the database away, POST /v1/claims answers 503 at once instead o
   CHECK_MESSAGE(reply.status == 503, "a transient answer, got ", reply.status, " ", reply.body, reply.error);
   ::kill(pid, SIGTERM);
   CHECK(wait_exit(pid) == 0);
+  std::filesystem::remove(err_path);
+}
+
+TEST_CASE("SIGTERM under HTTP load: every claim that committed was answered 200 with its code, the rest 503 or refused") {
+  // Until 2026-11-28 stop() closed every connection at once: a helper's
+  // flood left 16 users owning a voucher whose client saw only a dropped
+  // connection, and 48 waiting requests got no answer at all.
+  test_database db;
+  db.make_campaign("closing", 50000);
+  const auto err_path = temp_path("http-sigterm");
+  const int pid = spawn_voucherd({"worker", "--source", "pg", "--http", "127.0.0.1:0", "--campaign", "closing",
+                                  "--database-url", db.url()},
+                                 {}, err_path);
+  const auto port = wait_for_http_port(err_path, pid, 30s);
+  REQUIRE_MESSAGE(port.has_value(), read_file(err_path));
+  std::mutex mutex;
+  std::map<std::string, http_reply> replies;
+  std::atomic<int> answered{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 32; ++t)
+    clients.emplace_back([&, t] {
+      for (int n = 0;; ++n) {
+        const auto user = fmt::format("c{}-{}", t, n);
+        auto reply = post_claim(*port, fmt::format(R"({{"user_id":"{}"}})", user));
+        const bool gone = reply.status == 0;  // refused: the worker stopped accepting
+        ++answered;
+        std::lock_guard lock{mutex};
+        replies.emplace(user, std::move(reply));
+        if (gone) return;
+      }
+    });
+  CHECK_MESSAGE(wait_until([&] { return answered >= 2000; }, 60s), "under load before the signal");
+  ::kill(pid, SIGTERM);
+  for (auto& c : clients) c.join();
+  CHECK_MESSAGE(wait_exit(pid) == 0, read_file(err_path));
+
+  std::map<std::string, int> statuses;
+  for (const auto& [user, reply] : replies) ++statuses[std::to_string(reply.status)];
+  CAPTURE(fmt::format("{}", fmt::join(statuses, ", ")));
+  long told = 0;
+  auto conn = db.connect();
+  pqxx::work audit{*conn};
+  for (const auto& row : audit.exec("SELECT user_id, code FROM voucher_item WHERE user_id IS NOT NULL")) {
+    const std::string user = row[0].c_str(), code = row[1].c_str();
+    const auto it = replies.find(user);
+    REQUIRE_MESSAGE(it != replies.end(), user, " owns a voucher nobody asked for");
+    CHECK_MESSAGE((it->second.status == 200 && json_field(it->second.body, "code") == code),
+                  user, " owns ", code, " but was answered ", it->second.status, " ", it->second.body, it->second.error);
+    ++told;
+  }
+  CHECK(told == statuses["200"]);
+  for (const auto& [user, reply] : replies)
+    CHECK_MESSAGE((reply.status == 200 || reply.status == 503 || reply.status == 0), user, ": ", reply.status);
   std::filesystem::remove(err_path);
 }
 

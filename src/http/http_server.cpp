@@ -325,12 +325,17 @@ struct http_server::impl {
   using tls_stream = beast::ssl_stream<beast::tcp_stream>;
 
   static asio::awaitable<void> accept_loop(std::shared_ptr<impl> self);
-  static asio::awaitable<void> run_session(std::shared_ptr<impl> self, std::shared_ptr<beast::tcp_stream> stream);
-  static asio::awaitable<void> run_tls_session(std::shared_ptr<impl> self, std::shared_ptr<tls_stream> stream);
-  // Reads requests and answers them until the client is done (true) or the
-  // connection failed or was closed (false).
+  // `busy` (the connection's, on its strand only): a request is between
+  // being read and its answer written; stop() leaves such a connection open.
+  using busy_flag = std::shared_ptr<bool>;
+  static asio::awaitable<void> run_session(std::shared_ptr<impl> self, std::shared_ptr<beast::tcp_stream> stream,
+                                           busy_flag busy);
+  static asio::awaitable<void> run_tls_session(std::shared_ptr<impl> self, std::shared_ptr<tls_stream> stream,
+                                               busy_flag busy);
+  // Reads requests and answers them until the client is done or the server
+  // stops (true) or the connection failed or was closed (false).
   template <typename Stream>
-  static asio::awaitable<bool> serve_requests(std::shared_ptr<impl> self, Stream& stream);
+  static asio::awaitable<bool> serve_requests(std::shared_ptr<impl> self, Stream& stream, bool& busy);
 
   // An open connection, as stop() sees it: close() shuts its socket down on
   // the session's strand, whatever the stream type.
@@ -339,18 +344,21 @@ struct http_server::impl {
     std::function<void()> close;
   };
 
-  // Registers an accepted connection so stop() can close it; false once
-  // stop() ran, which closes the race of an accept that completed just
-  // before the acceptor was closed.
+  // Registers an accepted connection so stop() can close it, and returns
+  // its busy flag; null once stop() ran, which closes the race of an accept
+  // that completed just before the acceptor was closed.
   template <typename Stream>
-  bool track(const std::shared_ptr<Stream>& stream) {
+  busy_flag track(const std::shared_ptr<Stream>& stream) {
     std::weak_ptr<Stream> weak = stream;
-    auto close = [weak] {
+    auto busy = std::make_shared<bool>(false);
+    auto close = [weak, busy] {
       auto s = weak.lock();
       if (!s) return;
-      // Closing on the session's own strand makes its pending read or write
-      // finish with an error, and the session coroutine returns.
-      asio::post(s->get_executor(), [s] {
+      // Closing on the session's own strand makes its pending read finish
+      // with an error, and the session coroutine returns. A busy session
+      // closes itself once its answer is written.
+      asio::post(s->get_executor(), [s, busy] {
+        if (*busy) return;
         auto& lowest = beast::get_lowest_layer(*s);
         beast::error_code ec;
         lowest.socket().shutdown(tcp::socket::shutdown_both, ec);
@@ -358,10 +366,10 @@ struct http_server::impl {
       });
     };
     std::lock_guard lock{connections_mutex_};
-    if (stopped_) return false;
+    if (stopped_) return nullptr;
     std::erase_if(connections_, [](const auto& c) { return c.stream.expired(); });
     connections_.push_back({stream, std::move(close)});
-    return true;
+    return busy;
   }
 
   asio::io_context& io_;
@@ -376,6 +384,8 @@ struct http_server::impl {
   bool stopped_ = false;
   std::vector<open_connection> connections_;
   bool accept_failing_ = false;  // on the acceptor's strand only
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> answers_pending_{0};
 };
 
 asio::awaitable<void> http_server::impl::accept_loop(std::shared_ptr<impl> self) {
@@ -400,19 +410,35 @@ asio::awaitable<void> http_server::impl::accept_loop(std::shared_ptr<impl> self)
     self->accept_failing_ = false;
     if (self->tls_) {
       auto stream = std::make_shared<tls_stream>(std::move(socket), *self->tls_);
-      if (!self->track(stream)) co_return;
-      asio::co_spawn(stream->get_executor(), run_tls_session(self, stream), rethrow_failure);
+      auto busy = self->track(stream);
+      if (!busy) co_return;
+      asio::co_spawn(stream->get_executor(), run_tls_session(self, stream, std::move(busy)), rethrow_failure);
     } else {
       auto stream = std::make_shared<beast::tcp_stream>(std::move(socket));
-      if (!self->track(stream)) co_return;
-      asio::co_spawn(stream->get_executor(), run_session(self, stream), rethrow_failure);
+      auto busy = self->track(stream);
+      if (!busy) co_return;
+      asio::co_spawn(stream->get_executor(), run_session(self, stream, std::move(busy)), rethrow_failure);
     }
   }
 }
 
 // Read a request, answer it, repeat while keep-alive.
 template <typename Stream>
-asio::awaitable<bool> http_server::impl::serve_requests(std::shared_ptr<impl> self, Stream& stream) {
+asio::awaitable<bool> http_server::impl::serve_requests(std::shared_ptr<impl> self, Stream& stream, bool& busy) {
+  // Counts a request from its hand-over to claim_handler until its answer
+  // is written or the connection fails.
+  struct pending_answer {
+    bool& busy;
+    std::atomic<int>& pending;
+    pending_answer(bool& b, std::atomic<int>& p) : busy{b}, pending{p} {
+      busy = true;
+      ++pending;
+    }
+    ~pending_answer() {
+      busy = false;
+      --pending;
+    }
+  };
   auto& tcp_layer = beast::get_lowest_layer(stream);
   beast::flat_buffer buffer;
   for (;;) {
@@ -425,16 +451,21 @@ asio::awaitable<bool> http_server::impl::serve_requests(std::shared_ptr<impl> se
     co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
     if (ec == http::error::end_of_stream) co_return true;
     response res;
+    std::optional<pending_answer> answering;
     if (ec == http::error::body_limit)
       res = body_too_large(parser.get());
     else if (auto answer = ec ? unparsable_request(ec) : std::nullopt)
       res = std::move(*answer);
     else if (ec)
       co_return false;  // timeout, reset, closed by stop(): drop the connection
-    else
+    else {
+      answering.emplace(busy, self->answers_pending_);
       res = co_await handle_request(parser.release(), self->services_);
+    }
 
-    if (!tcp_layer.socket().is_open()) co_return false;  // closed by stop() while the claim ran
+    if (!tcp_layer.socket().is_open()) co_return false;  // closed when the worker's grace ran out
+    // Stopping: this answer is the connection's last, and says so.
+    if (self->stopping_) res.keep_alive(false);
     const bool keep_alive = res.keep_alive();
     tcp_layer.expires_after(self->request_timeout_);
     co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
@@ -446,8 +477,8 @@ asio::awaitable<bool> http_server::impl::serve_requests(std::shared_ptr<impl> se
 // One plain connection. The stream is shared only so stop() can close it;
 // the coroutine owns it.
 asio::awaitable<void> http_server::impl::run_session(std::shared_ptr<impl> self,
-                                                     std::shared_ptr<beast::tcp_stream> stream) {
-  if (!co_await serve_requests(self, *stream)) co_return;
+                                                     std::shared_ptr<beast::tcp_stream> stream, busy_flag busy) {
+  if (!co_await serve_requests(self, *stream, *busy)) co_return;
   beast::error_code ignored;
   stream->socket().shutdown(tcp::socket::shutdown_send, ignored);
 }
@@ -456,13 +487,13 @@ asio::awaitable<void> http_server::impl::run_session(std::shared_ptr<impl> self,
 // that connects and says nothing is dropped like a silent plain one), the
 // requests, then close_notify.
 asio::awaitable<void> http_server::impl::run_tls_session(std::shared_ptr<impl> self,
-                                                         std::shared_ptr<tls_stream> stream) {
+                                                         std::shared_ptr<tls_stream> stream, busy_flag busy) {
   auto& tcp_layer = beast::get_lowest_layer(*stream);
   beast::error_code ec;
   tcp_layer.expires_after(self->request_timeout_);
   co_await stream->async_handshake(ssl::stream_base::server, asio::redirect_error(asio::use_awaitable, ec));
   if (ec) co_return;  // not TLS, a certificate the client refused, a timeout: drop it
-  if (!co_await serve_requests(self, *stream)) co_return;
+  if (!co_await serve_requests(self, *stream, *busy)) co_return;
   tcp_layer.expires_after(self->request_timeout_);
   co_await stream->async_shutdown(asio::redirect_error(asio::use_awaitable, ec));
   tcp_layer.socket().shutdown(tcp::socket::shutdown_send, ec);
@@ -503,10 +534,12 @@ void http_server::start() {
     std::lock_guard lock{impl_->connections_mutex_};
     impl_->stopped_ = false;
   }
+  impl_->stopping_ = false;
   asio::co_spawn(acceptor.get_executor(), impl::accept_loop(impl_), rethrow_failure);
 }
 
 void http_server::stop() {
+  impl_->stopping_ = true;
   asio::dispatch(impl_->acceptor_.get_executor(), [self = impl_] {
     beast::error_code ec;
     self->acceptor_.close(ec);
@@ -521,5 +554,7 @@ void http_server::stop() {
 }
 
 unsigned short http_server::port() const { return impl_->port_; }
+
+int http_server::answers_pending() const { return impl_->answers_pending_; }
 
 }  // namespace voucherd

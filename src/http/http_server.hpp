@@ -91,11 +91,16 @@ class http_server {
   // non-loopback address (unless allowed or a token is required),
   // voucherd_error(transient) when the port cannot be bound.
   void start();
-  // Stops accepting and closes open connections; returns at once. A claim
-  // already handed to claim_handler still completes, its answer is just not
-  // sent. Safe to call from any thread, and more than once. Destroy the
-  // server before its io_context.
+  // Stops accepting and closes the connections that wait for a request;
+  // returns at once. A connection whose request is with claim_handler stays
+  // open until its answer is written (Connection: close), then closes: a
+  // claim that commits during shutdown is still told to its client. Safe to
+  // call from any thread, and more than once. Destroy the server before its
+  // io_context.
   void stop();
+  // Requests handed to claim_handler whose answers are not written yet (the
+  // worker waits for 0 before it stops the io_context, bounded by its grace).
+  int answers_pending() const;
   // The bound port (after start()).
   unsigned short port() const;
 

@@ -15,6 +15,10 @@ void http_source::start(asio::io_context& io) {
 }
 
 void http_source::submit(std::string body, std::function<void(claim_reply)> done) {
+  if (stopping_) {
+    done(shutting_down_reply());
+    return;
+  }
   auto parsed = parse_message(body, body.size() > k_max_message_bytes, default_campaign_, name());
   if (auto* rejected = std::get_if<claim_outcome>(&parsed)) {
     claim_reply reply;
@@ -133,6 +137,27 @@ void http_source::abandoned(std::vector<delivery> batch, bool unavailable) {
     reply.error = "the claim could not run now (database unavailable or busy); retry later";
     done(std::move(reply));
   }
+}
+
+claim_reply http_source::shutting_down_reply() {
+  claim_reply reply;
+  reply.failure = failure_kind::transient;
+  reply.error = "the worker is shutting down; nothing was claimed, retry (another worker will answer)";
+  return reply;
+}
+
+void http_source::stop_intake() {
+  // The claimers finish the requests they took and take no more: what waits
+  // untaken is answered now rather than dropped with its connection.
+  stopping_ = true;
+  for (const auto& d : buffer_->pop(buffer_->size_hint())) {
+    auto it = waiting_.find(d.seq);
+    if (it == waiting_.end()) continue;
+    auto done = std::move(it->second.done);
+    waiting_.erase(it);
+    done(shutting_down_reply());
+  }
+  metrics_.set_http_waiting(0);
 }
 
 void http_source::database_unavailable() {

@@ -53,6 +53,9 @@ class http_source final : public message_source {
   void committed(std::vector<delivery>& batch, const std::vector<claim_outcome>& outcomes) override;
   void abandoned(std::vector<delivery> batch, bool unavailable) override;
   void database_unavailable() override;
+  // SIGTERM: requests not yet taken by a claimer, and any that arrive after,
+  // are answered 503 (transient): the claimers take nothing more.
+  void stop_intake() override;
   std::size_t messages_per_transaction(std::size_t) const override { return limits_.batch; }
   bool records_in_database() const override { return false; }
 
@@ -63,6 +66,7 @@ class http_source final : public message_source {
     clock_type::time_point arrived;
     clock_type::time_point deadline;
   };
+  static claim_reply shutting_down_reply();
   // Answers 503 (overload) for a request that is in no queue any more.
   void turn_away(std::uint64_t seq, http_overload why);
   // Takes out and answers every waiting request past its deadline.
@@ -76,6 +80,7 @@ class http_source final : public message_source {
   http_source_limits limits_;
   std::unordered_map<std::uint64_t, waiter> waiting_;  // taken or not, until answered
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // the sweeper stops with this source
+  bool stopping_ = false;  // stop_intake() ran (on the io_context thread, as submit)
 };
 
 }  // namespace voucherd

@@ -50,7 +50,10 @@ void http_surface::start() {
 }
 
 void http_surface::stop() {
+  source_->stop_intake();  // untaken requests answered 503 first, on connections stop() leaves open
   if (server_) server_->stop();
 }
+
+int http_surface::answers_pending() const { return server_ ? server_->answers_pending() : 0; }
 
 }  // namespace voucherd

@@ -22,8 +22,11 @@ class http_surface {
   // Binds (config.http_listen) and serves; throws voucherd_error(usage) when
   // it cannot.
   void start();
-  // Takes no more requests.
+  // Takes no more requests: those not yet taken by a claimer are answered
+  // 503, the claims in flight are answered when they end.
   void stop();
+  // Answers not yet written to their clients (http_server::answers_pending).
+  int answers_pending() const;
   // What the HTTP claimers drain.
   message_source& source() { return *source_; }
   unsigned short port() const { return server_->port(); }

@@ -80,6 +80,17 @@ void worker::impl::spawn_claimer(asio::io_context& ctx, message_source& src, int
         co_await loop.run(ctx, src, index);
         if (--running_claimers > 0) co_return;
         log_json(log_level::info, "all claimers stopped");
+        // The answers to the last HTTP claims may still be on their way to
+        // their clients (sessions on the main io_context): give them until
+        // they are written, at most the shutdown grace.
+        if (http) {
+          const auto until = std::chrono::steady_clock::now() + config.shutdown_grace;
+          asio::steady_timer pause{ctx};
+          while (http->answers_pending() > 0 && std::chrono::steady_clock::now() < until) {
+            pause.expires_after(std::chrono::milliseconds{5});
+            co_await pause.async_wait(asio::use_awaitable);
+          }
+        }
         stop_all_contexts();
       },
       [](std::exception_ptr e) {
