@@ -303,6 +303,36 @@ TEST_CASE("a request that cannot be parsed is answered 400 (431 for huge headers
   CHECK(body.at("reason").as_string() == "/\xEF\xBF\xBD\xEF\xBF\xBD");
 }
 
+TEST_CASE("Expect: 100-continue is answered 100 before the body is sent, then the request as usual") {
+  // Until 2026-11-28 no 100 came: curl waited a second before sending its
+  // body anyway, and a client that waits for the 100 waited for nothing.
+  metrics registry;
+  running_server srv{[](std::string body, std::function<void(claim_reply)> done) {
+                       claim_reply reply;
+                       reply.error = body;  // echoed, to show the body arrived
+                       reply.malformed = true;
+                       done(std::move(reply));
+                     },
+                     always_ready(), registry};
+  asio::io_context io;
+  beast::tcp_stream stream{io};
+  stream.connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), srv.server.port()});
+  stream.expires_after(std::chrono::seconds{10});
+  const std::string body = R"({"user_id":"patient"})";
+  asio::write(stream, asio::buffer(fmt::format("POST /v1/claims HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                                               "Content-Length: {}\r\n\r\n",
+                                               body.size())));
+  beast::flat_buffer buffer;
+  http::response<http::empty_body> interim;
+  http::read(stream, buffer, interim);
+  CHECK(interim.result() == http::status::continue_);
+  asio::write(stream, asio::buffer(body));
+  http::response<http::string_body> final_answer;
+  http::read(stream, buffer, final_answer);
+  CHECK(final_answer.result_int() == 400);
+  CHECK_MESSAGE(final_answer.body().find("patient") != std::string::npos, final_answer.body());
+}
+
 TEST_CASE("/readyz behind shared_readiness: one probe for the requests that arrive while it runs, then a cached answer") {
   int calls = 0;
   std::vector<std::function<void(std::string)>> pending;

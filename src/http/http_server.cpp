@@ -448,7 +448,16 @@ asio::awaitable<bool> http_server::impl::serve_requests(std::shared_ptr<impl> se
     // The deadline covers waiting for the request (idle keep-alive included)
     // and reading it; the wait for a claim is the claim path's to bound.
     tcp_layer.expires_after(self->request_timeout_);
-    co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    // A client that asks first (Expect: 100-continue, as curl does for large
+    // bodies) is told to go on; an oversized body was refused already
+    // (body_limit at the header), so it never sends it (RFC 9110 10.1.1).
+    if (!ec && !parser.is_done() && beast::iequals(parser.get()[http::field::expect], "100-continue")) {
+      http::response<http::empty_body> go_on{http::status::continue_, parser.get().version()};
+      co_await http::async_write(stream, go_on, asio::redirect_error(asio::use_awaitable, ec));
+    }
+    if (!ec && !parser.is_done())
+      co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
     if (ec == http::error::end_of_stream) co_return true;
     response res;
     std::optional<pending_answer> answering;
