@@ -158,6 +158,9 @@ TEST_CASE("the campaign defaults to the worker's; a message may name another") {
                 "named, with no worker default: that one");
   CHECK_MESSAGE(contains(reason_of(R"({"user_id":"u"})", false, ""), "names no campaign and the worker has no --campaign"),
                 "neither: rejected, " << reason_of(R"({"user_id":"u"})", false, ""));
+  // An empty name is not the worker's, and the worker may well have one.
+  CHECK_MESSAGE(reason_of(R"({"user_id":"u","campaign":""})") == "campaign is empty",
+                reason_of(R"({"user_id":"u","campaign":""})"));
   CHECK_MESSAGE(contains(reason_of(R"({"user_id":"u","campaign":7})"), "campaign must be a string"),
                 "a campaign that is no string: " << reason_of(R"({"user_id":"u","campaign":7})"));
   CHECK_MESSAGE(contains(reason_of(R"({"user_id":"u","campaign":"Not A Slug"})"), "campaign name"),

@@ -57,7 +57,9 @@ std::variant<claim_request, claim_outcome> parse(std::string_view body, bool ove
   auto user = text_or_integer(*u);
   if (!user) return reject("user_id must be a string or an integer", r.campaign);
   r.user_id = std::move(*user);
-  if (r.campaign.empty()) return reject("message names no campaign and the worker has no --campaign", {}, r.user_id);
+  if (r.campaign.empty())
+    return reject(campaign_named ? "campaign is empty" : "message names no campaign and the worker has no --campaign", {},
+                  r.user_id);
   if (auto problem = request_problem(r)) return rejected_outcome(r.campaign, r.user_id, *problem, r.message_id);
   return r;
 }
