@@ -150,6 +150,19 @@ TEST_CASE("bytes that are not UTF-8, not JSON, not an object or too long are mal
   }
 }
 
+TEST_CASE("a message that names a field twice is rejected, however the second is spelled") {
+  // Boost.JSON keeps the last of two equal keys; a reader that keeps the
+  // first would see another user (found by a helper over HTTP, 2026-11-28).
+  CHECK_MESSAGE(contains(reason_of(R"({"user_id":"a","user_id":"b"})"), R"(names "user_id" twice)"),
+                reason_of(R"({"user_id":"a","user_id":"b"})"));
+  CHECK_MESSAGE(contains(reason_of(R"({"user_id":"a","user\u005fid":"b"})"), R"(names "user_id" twice)"),
+                "an escaped spelling is the same key");
+  CHECK_MESSAGE(contains(reason_of(R"({"campaign":"x","user_id":"a","campaign":"y"})"), R"(names "campaign" twice)"),
+                "any field");
+  CHECK_MESSAGE(parse(R"({"user_id":"a","extra":{"k":1,"k":2},"list":[{"k":1},{"k":2}]})").request.has_value(),
+                "keys repeated inside a field the claim does not read are its sender's business");
+}
+
 TEST_CASE("the campaign defaults to the worker's; a message may name another") {
   CHECK_MESSAGE(parse(R"({"user_id":"u"})").request->campaign == k_default, "no campaign: the worker's");
   CHECK_MESSAGE(parse(R"({"user_id":"u","campaign":null})").request->campaign == k_default, "null: the worker's");

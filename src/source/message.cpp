@@ -1,5 +1,8 @@
 #include "source/message.hpp"
 
+#include <set>
+
+#include <boost/json/basic_parser_impl.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
 #include <fmt/format.h>
@@ -7,6 +10,60 @@
 namespace voucherd {
 
 namespace {
+
+// A key of the message (the top-level object) that appears twice, if any,
+// as Boost.JSON's parse keeps only the last one silently. A body naming
+// user_id twice would be read as one user here and as another by any reader
+// that takes the first (the queue's adapter, a log): refused instead.
+class top_level_keys {
+ public:
+  static constexpr std::size_t max_array_size = -1;
+  static constexpr std::size_t max_object_size = -1;
+  static constexpr std::size_t max_string_size = -1;
+  static constexpr std::size_t max_key_size = -1;
+
+  std::optional<std::string> repeated;
+
+  bool on_document_begin(boost::json::error_code&) { return true; }
+  bool on_document_end(boost::json::error_code&) { return true; }
+  bool on_array_begin(boost::json::error_code&) { return ++depth_, true; }
+  bool on_array_end(std::size_t, boost::json::error_code&) { return --depth_, true; }
+  bool on_object_begin(boost::json::error_code&) { return ++depth_, true; }
+  bool on_object_end(std::size_t, boost::json::error_code&) { return --depth_, true; }
+  bool on_string_part(boost::json::string_view, std::size_t, boost::json::error_code&) { return true; }
+  bool on_string(boost::json::string_view, std::size_t, boost::json::error_code&) { return true; }
+  bool on_key_part(boost::json::string_view s, std::size_t, boost::json::error_code&) {
+    if (depth_ == 1) key_.append(s.data(), s.size());
+    return true;
+  }
+  bool on_key(boost::json::string_view s, std::size_t, boost::json::error_code&) {
+    if (depth_ != 1) return true;
+    key_.append(s.data(), s.size());
+    if (!seen_.insert(key_).second && !repeated) repeated = key_;
+    key_.clear();
+    return true;
+  }
+  bool on_number_part(boost::json::string_view, boost::json::error_code&) { return true; }
+  bool on_int64(std::int64_t, boost::json::string_view, boost::json::error_code&) { return true; }
+  bool on_uint64(std::uint64_t, boost::json::string_view, boost::json::error_code&) { return true; }
+  bool on_double(double, boost::json::string_view, boost::json::error_code&) { return true; }
+  bool on_bool(bool, boost::json::error_code&) { return true; }
+  bool on_null(boost::json::error_code&) { return true; }
+  bool on_comment_part(boost::json::string_view, boost::json::error_code&) { return true; }
+  bool on_comment(boost::json::string_view, boost::json::error_code&) { return true; }
+
+ private:
+  int depth_ = 0;
+  std::string key_;
+  std::set<std::string> seen_;
+};
+
+std::optional<std::string> repeated_key(std::string_view body) {
+  boost::json::basic_parser<top_level_keys> parser{boost::json::parse_options{}};
+  boost::json::error_code ec;
+  parser.write_some(false, body.data(), body.size(), ec);
+  return ec ? std::nullopt : parser.handler().repeated;
+}
 
 // A string field, or an integer taken as its decimal text.
 std::optional<std::string> text_or_integer(const boost::json::value& v) {
@@ -30,6 +87,8 @@ std::variant<claim_request, claim_outcome> parse(std::string_view body, bool ove
   const auto json = boost::json::parse(body, ec);
   if (ec) return reject(fmt::format("malformed JSON: {}", ec.message()));
   if (!json.is_object()) return reject("message is not a JSON object");
+  if (const auto key = repeated_key(body))
+    return reject(fmt::format("message names \"{}\" twice", printable_excerpt(*key)));
   const auto& obj = json.get_object();
 
   claim_request r;
