@@ -143,6 +143,9 @@ TEST_CASE("bad input gets its exit code and a clear message, and changes nothing
        "cannot open /tmp: it is a directory"},
       {"a retention past a century", {"prune", "--keep-done", "40000d"}, "", k_exit_usage,
        "--keep-done must be at most 36500d"},
+      // It answered each line "unknown campaign" and exited 0.
+      {"claim-batch for an unknown campaign", {"claim-batch", "--campaign", "nope", "-"}, "u1\nu2\n",
+       k_exit_rejected, "unknown campaign 'nope'"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.name);

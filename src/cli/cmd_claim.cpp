@@ -6,11 +6,13 @@
 #include <fmt/format.h>
 
 #include "claim/claim_core.hpp"
+#include "claim/claim_request.hpp"
 #include "bench/claim_strategy.hpp"
 #include "cli/commands.hpp"
 #include "common/failure.hpp"
 #include "common/text_lines.hpp"
 #include "db/session.hpp"
+#include "pool/campaign.hpp"
 
 namespace voucherd::cli {
 
@@ -96,6 +98,19 @@ int run_claim_batch(const args& a) {
   std::istream& in = open_input(path, file);
 
   const auto common = resolve_common(url_flag, "claim-batch");
+  // A misspelled campaign would answer every line "unknown campaign" and
+  // exit 0, so an import script would report success: refused once, before
+  // the file is read, with claim's exit status for it (65).
+  try {
+    auto db = open_session(common);
+    pqxx::work txn{db.conn()};
+    find_campaign(txn, campaign);
+  } catch (const voucherd_error& e) {
+    if (e.kind() != failure_kind::rejected) throw;
+    print_json({{"status", "rejected"}, {"campaign", printable_excerpt(campaign)}, {"reason", e.what()}});
+    say(fmt::format("rejected: {}", e.what()));
+    return k_exit_rejected;
+  }
   blocking_claimer claimer{common.database_url, pg_deadlines::of(common.db), common.pooling};
   std::vector<claim_request> batch;
   std::size_t done = 0;
