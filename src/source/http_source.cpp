@@ -46,11 +46,16 @@ void http_source::submit(std::string body, std::function<void(claim_reply)> done
   metrics_.set_http_waiting(static_cast<std::int64_t>(buffer_->size_hint()));
 }
 
-void http_source::turn_away(std::uint64_t seq, http_overload why) {
+void http_source::answer(std::uint64_t seq, claim_reply reply) {
   auto it = waiting_.find(seq);
   if (it == waiting_.end()) return;
   auto done = std::move(it->second.done);
   waiting_.erase(it);
+  done(std::move(reply));
+}
+
+void http_source::turn_away(std::uint64_t seq, http_overload why) {
+  if (!waiting_.contains(seq)) return;
   metrics_.add_http_overload(why);
   claim_reply reply;
   reply.failure = failure_kind::transient;
@@ -60,7 +65,7 @@ void http_source::turn_away(std::uint64_t seq, http_overload why) {
                                   limits_.queue_max)
                     : fmt::format("not claimed within {} ms (--http-deadline-ms); nothing was claimed, retry later",
                                   limits_.deadline.count());
-  done(std::move(reply));
+  answer(seq, std::move(reply));
 }
 
 void http_source::expire_waiting() {
@@ -109,13 +114,9 @@ asio::awaitable<void> http_source::record(pg_connection&, std::vector<delivery>&
 
 void http_source::committed(std::vector<delivery>& batch, const std::vector<claim_outcome>& outcomes) {
   for (std::size_t i = 0; i < batch.size(); ++i) {
-    auto it = waiting_.find(batch[i].seq);
-    if (it == waiting_.end()) continue;
-    auto done = std::move(it->second.done);
-    waiting_.erase(it);
     claim_reply reply;
     reply.outcome = outcomes[i];
-    done(std::move(reply));
+    answer(batch[i].seq, std::move(reply));
   }
 }
 
@@ -128,14 +129,10 @@ void http_source::abandoned(std::vector<delivery> batch, bool unavailable) {
     return;
   }
   for (auto& d : batch) {
-    auto it = waiting_.find(d.seq);
-    if (it == waiting_.end()) continue;
-    auto done = std::move(it->second.done);
-    waiting_.erase(it);
     claim_reply reply;
     reply.failure = failure_kind::transient;
     reply.error = "the claim could not run now (database unavailable or busy); retry later";
-    done(std::move(reply));
+    answer(d.seq, std::move(reply));
   }
 }
 
@@ -150,13 +147,7 @@ void http_source::stop_intake() {
   // The claimers finish the requests they took and take no more: what waits
   // untaken is answered now rather than dropped with its connection.
   stopping_ = true;
-  for (const auto& d : buffer_->pop(buffer_->size_hint())) {
-    auto it = waiting_.find(d.seq);
-    if (it == waiting_.end()) continue;
-    auto done = std::move(it->second.done);
-    waiting_.erase(it);
-    done(shutting_down_reply());
-  }
+  for (const auto& d : buffer_->pop(buffer_->size_hint())) answer(d.seq, shutting_down_reply());
   metrics_.set_http_waiting(0);
 }
 

@@ -67,6 +67,9 @@ class http_source final : public message_source {
     clock_type::time_point deadline;
   };
   static claim_reply shutting_down_reply();
+  // Takes the request out of waiting_ and gives it `reply` (nothing when it
+  // was answered already).
+  void answer(std::uint64_t seq, claim_reply reply);
   // Answers 503 (overload) for a request that is in no queue any more.
   void turn_away(std::uint64_t seq, http_overload why);
   // Takes out and answers every waiting request past its deadline.
