@@ -366,7 +366,7 @@ struct http_server::impl {
       });
     };
     std::lock_guard lock{connections_mutex_};
-    if (stopped_) return nullptr;
+    if (stopping_) return nullptr;
     std::erase_if(connections_, [](const auto& c) { return c.stream.expired(); });
     connections_.push_back({stream, std::move(close)});
     return busy;
@@ -381,9 +381,10 @@ struct http_server::impl {
   std::shared_ptr<ssl::context> tls_;  // null: plain HTTP
   std::atomic<unsigned short> port_{0};
   std::mutex connections_mutex_;
-  bool stopped_ = false;
   std::vector<open_connection> connections_;
   bool accept_failing_ = false;  // on the acceptor's strand only
+  // Set by stop() before it takes connections_mutex_: track() reads it under
+  // the mutex, so a connection is either refused or in the list stop() closes.
   std::atomic<bool> stopping_{false};
   std::atomic<int> answers_pending_{0};
 };
@@ -539,10 +540,6 @@ void http_server::start() {
     throw voucherd_error{failure_kind::transient,
                          fmt::format("--http '{}': cannot listen: {}", impl_->listen_, ec.message())};
   impl_->port_ = acceptor.local_endpoint().port();
-  {
-    std::lock_guard lock{impl_->connections_mutex_};
-    impl_->stopped_ = false;
-  }
   impl_->stopping_ = false;
   asio::co_spawn(acceptor.get_executor(), impl::accept_loop(impl_), rethrow_failure);
 }
@@ -556,7 +553,6 @@ void http_server::stop() {
   std::vector<impl::open_connection> open;
   {
     std::lock_guard lock{impl_->connections_mutex_};
-    impl_->stopped_ = true;
     open.swap(impl_->connections_);
   }
   for (auto& connection : open) connection.close();
