@@ -12,6 +12,7 @@
 #include <boost/json/serialize.hpp>
 #include <fmt/format.h>
 
+#include "claim/claim_request.hpp"
 #include "common/failure.hpp"
 
 namespace voucherd::cli {
@@ -190,6 +191,12 @@ void print_json(const boost::json::object& line) { print_line(boost::json::seria
 void say(const std::string& message) {
   std::fprintf(stderr, "voucherd: %s\n", message.c_str());
   std::fflush(stderr);
+}
+
+int answer_rejected(const std::string& campaign, const std::exception& refusal) {
+  print_json({{"status", "rejected"}, {"campaign", printable_excerpt(campaign)}, {"reason", refusal.what()}});
+  say(fmt::format("rejected: {}", refusal.what()));
+  return k_exit_rejected;
 }
 
 std::string self_executable() {

@@ -1,6 +1,7 @@
 #pragma once
 // What every subcommand shares: the --database-url/--help options, JSON lines
 // on stdout, human messages on stderr, and the map from failures to exit codes.
+#include <exception>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -88,6 +89,11 @@ void print_line(const std::string& json_line);
 
 // Human messages go to stderr, prefixed with "voucherd: ".
 void say(const std::string& message);
+
+// A command refused for its campaign (unknown, not a slug, a name taken):
+// one rejected line on stdout, the campaign as given echoed as valid UTF-8,
+// the reason on stderr. Returns k_exit_rejected.
+int answer_rejected(const std::string& campaign, const std::exception& refusal);
 
 // The path of this voucherd binary, for commands that start more of it
 // (story's workers, bench's pods).

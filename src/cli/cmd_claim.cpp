@@ -6,7 +6,6 @@
 #include <fmt/format.h>
 
 #include "claim/claim_core.hpp"
-#include "claim/claim_request.hpp"
 #include "bench/claim_strategy.hpp"
 #include "cli/commands.hpp"
 #include "common/failure.hpp"
@@ -107,9 +106,7 @@ int run_claim_batch(const args& a) {
     find_campaign(txn, campaign);
   } catch (const voucherd_error& e) {
     if (e.kind() != failure_kind::rejected) throw;
-    print_json({{"status", "rejected"}, {"campaign", printable_excerpt(campaign)}, {"reason", e.what()}});
-    say(fmt::format("rejected: {}", e.what()));
-    return k_exit_rejected;
+    return answer_rejected(campaign, e);
   }
   blocking_claimer claimer{common.database_url, pg_deadlines::of(common.db), common.pooling};
   std::vector<claim_request> batch;

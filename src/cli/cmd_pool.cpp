@@ -7,7 +7,6 @@
 
 #include "cli/commands.hpp"
 #include "cli/retention_flags.hpp"
-#include "claim/claim_request.hpp"
 #include "common/failure.hpp"
 #include "db/migrator.hpp"
 #include "db/session.hpp"
@@ -66,10 +65,7 @@ int run_campaign(const args& a) {
   } catch (const voucherd_error& e) {
     if (e.kind() != failure_kind::rejected) throw;
     // A rejected create still answers on stdout, as every machine-facing command does.
-    // The name as given may be any bytes: echoed as valid UTF-8 (printable_excerpt).
-    print_json({{"status", "rejected"}, {"campaign", printable_excerpt(spec.name)}, {"reason", e.what()}});
-    say(fmt::format("rejected: {}", e.what()));
-    return k_exit_rejected;
+    return answer_rejected(spec.name, e);
   }
   return k_exit_ok;
 }
