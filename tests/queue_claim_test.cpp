@@ -1,4 +1,5 @@
-// sql/queue_claim.sql, the pg queue's one-statement path, and what it reads:
+// sql/queue_claim.sql, the pg queue's one-statement path (and
+// sql/queue_claim_one.sql, the same for one message), and what it reads:
 // the request each queue row holds, parsed where the message was enqueued
 // (migration 0009, queued_request_of). A message the worker's parser
 // accepts is claimed by that statement for exactly the user and campaign
@@ -39,16 +40,47 @@ struct taken_row {
   std::string campaign;
 };
 
-// Puts the bodies on the queue, runs queue_claim once over all of them, and
-// reads back what it did to each, in order.
-std::vector<taken_row> claim_once(const test_database& db, const std::vector<std::string>& bodies) {
+// How the one-statement path is run over the messages of a test.
+enum class claimed_by { one_batch, one_at_a_time };
+
+// Puts the bodies on the queue, runs the one-statement path over them and
+// reads back what it did to each, in order: queue_claim once over all of
+// them, or queue_claim_one once per message as the worker at --batch 1 runs
+// it.
+// Runs the one-statement path over the queued messages `ids` (the whole
+// queue). Returns how many rows the statements answered: one per message.
+std::size_t run_path(const test_database& db, pqxx::connection& conn, const std::vector<std::int64_t>& ids,
+                     claimed_by how) {
+  if (how == claimed_by::one_batch) {
+    pqxx::work txn{conn};
+    const auto r = exec(txn, queue_claim_statement(ids.size()), std::string{k_default});
+    txn.commit();
+    return static_cast<std::size_t>(r.size());
+  }
+  // A message the statement leaves stays pending and first in line. A second
+  // connection holds each such message locked, as the worker's general path
+  // does while it answers it, so the next statement skips it.
+  auto holder = db.connect();
+  pqxx::work hold{*holder};
+  std::size_t rows = 0;
+  for (const auto id : ids) {
+    pqxx::work txn{conn};
+    const auto r = exec(txn, queue_claim_statement(1), std::string{k_default});
+    txn.commit();
+    rows += static_cast<std::size_t>(r.size());
+    REQUIRE(r.size() == 1);
+    CHECK(r[0]["id"].as<std::int64_t>() == id);  // in queue order, past the held ones
+    if (r[0]["status"].is_null()) hold.exec_params("SELECT 1 FROM message_queue WHERE id = $1 FOR UPDATE", id);
+  }
+  hold.abort();
+  return rows;
+}
+
+std::vector<taken_row> claim_once(const test_database& db, const std::vector<std::string>& bodies,
+                                  claimed_by how = claimed_by::one_batch) {
   auto conn = db.connect();
   const auto ids = enqueue_messages(*conn, bodies);
-  {
-    pqxx::work txn{*conn};
-    exec(txn, with_fixed_limit(sql::queue_claim, bodies.size()), std::string{k_default});
-    txn.commit();
-  }
+  run_path(db, *conn, ids, how);
   std::vector<taken_row> out;
   pqxx::work txn{*conn};
   for (std::size_t i = 0; i < ids.size(); ++i) {
@@ -74,24 +106,29 @@ std::string parsed_as(const std::string& body) {
 }
 
 // Enqueues the bodies (users distinct unless a test wants otherwise), runs
-// queue_claim over them and checks each against the parser. Returns how
-// many were claimed.
+// the one-statement path over them and checks each against the parser.
+// Returns how many were claimed.
 int check_against_parser(const test_database& db, const std::vector<std::string>& bodies,
-                         const std::set<std::string>& campaigns) {
-  const auto rows = claim_once(db, bodies);
+                         const std::set<std::string>& campaigns, claimed_by how = claimed_by::one_batch) {
+  const auto rows = claim_once(db, bodies, how);
   std::set<std::string> seen;
   int claimed = 0;
   for (const auto& row : rows) {
     CAPTURE(row.body);
     const auto want = parsed_as(row.body);
     const auto campaign = want.substr(want.rfind('@') + 1);
-    // A second message of one user, and a campaign that does not exist, are
-    // the general path's to answer.
-    const bool plain = !want.empty() && campaigns.count(campaign) && seen.insert(want).second;
-    if (plain) {
+    // A campaign that does not exist is the general path's to answer, and so
+    // is a second message of one user in one statement; one in a later
+    // statement finds the user's voucher.
+    const bool plain = !want.empty() && campaigns.count(campaign);
+    const bool first = plain && seen.insert(want).second;
+    if (first) {
       CHECK(row.status == "claimed");
       CHECK(row.owner + "@" + row.campaign == want);
       ++claimed;
+    } else if (plain && how == claimed_by::one_at_a_time) {
+      CHECK(row.status == "already_claimed");
+      CHECK(row.owner + "@" + row.campaign == want);
     } else {
       CHECK(row.status == "");
     }
@@ -103,6 +140,9 @@ int check_against_parser(const test_database& db, const std::vector<std::string>
 }  // namespace
 
 TEST_CASE("queue_claim claims what the parser accepts, as the parser reads it, and leaves the rest pending") {
+  claimed_by how = claimed_by::one_batch;
+  SUBCASE("all in one statement") {}
+  SUBCASE("one message a statement") { how = claimed_by::one_at_a_time; }
   test_database db;
   db.make_campaign("signup", 200);
   db.make_campaign("spring", 50);
@@ -144,7 +184,7 @@ TEST_CASE("queue_claim claims what the parser accepts, as the parser reads it, a
       std::string(k_max_message_bytes + 1, ' '),
       R"({"user_id":"u2"})",  // a second message of one user
   };
-  const int claimed = check_against_parser(db, bodies, {"signup", "spring"});
+  const int claimed = check_against_parser(db, bodies, {"signup", "spring"}, how);
   CHECK(claimed >= 15);
   // A message put on the queue as bytes alone holds no request: the general path's.
   auto conn = db.connect();
@@ -159,6 +199,9 @@ TEST_CASE("queue_claim claims what the parser accepts, as the parser reads it, a
 
 TEST_CASE("queue_claim answers an owner already_claimed with its voucher, and leaves inactive campaigns, tried "
           "messages and an empty pool to the general path") {
+  claimed_by how = claimed_by::one_batch;
+  SUBCASE("all in one statement") {}
+  SUBCASE("one message a statement") { how = claimed_by::one_at_a_time; }
   test_database db;
   db.make_campaign("signup", 3);
   db.make_campaign("later", 10);
@@ -169,12 +212,7 @@ TEST_CASE("queue_claim answers an owner already_claimed with its voucher, and le
                                             R"({"user_id": "a", "campaign": "later"})", R"({"user_id": "b"})",
                                             R"({"user_id": "c"})", R"({"user_id": "d"})"});
   db.scalar(fmt::format("UPDATE message_queue SET attempts = 1 WHERE id = {}", ids[1]));
-  {
-    pqxx::work txn{*conn};
-    const auto r = exec(txn, with_fixed_limit(sql::queue_claim, 10), std::string{k_default});
-    txn.commit();
-    REQUIRE(r.size() == 6);  // one row per message taken
-  }
+  REQUIRE(run_path(db, *conn, ids, how) == 6);  // one row per message taken
   auto status = [&](std::int64_t id) {
     return db.scalar(fmt::format("SELECT coalesce(status, '') FROM message_queue WHERE id = {}", id));
   };
@@ -193,6 +231,9 @@ TEST_CASE("queue_claim answers an owner already_claimed with its voucher, and le
 }
 
 TEST_CASE("queue_claim agrees with the parser on generated bodies") {
+  claimed_by how = claimed_by::one_batch;
+  SUBCASE("all in one statement") {}
+  SUBCASE("one message a statement") { how = claimed_by::one_at_a_time; }
   test_database db;
   db.make_campaign("signup", 2000);
   db.make_campaign("spring", 2000);
@@ -225,7 +266,7 @@ TEST_CASE("queue_claim agrees with the parser on generated bodies") {
     if (n % 17 == 0) members += ",\"message_id\":\"m\"";
     bodies.push_back(fmt::format("{}{{{}}}{}", ws(), members, ws()));
   }
-  const int claimed = check_against_parser(db, bodies, {"signup", "spring"});
+  const int claimed = check_against_parser(db, bodies, {"signup", "spring"}, how);
   const int rows = static_cast<int>(bodies.size());
   // Both ways must occur for the check to mean something.
   CHECK(claimed > 100);
@@ -267,7 +308,13 @@ TEST_CASE("queue_claim with the worker's batch written in is planned once, not a
   MESSAGE("LIMIT written in, 12 calls: ", generic, " generic plans, ", custom, " custom");
   CHECK(custom <= 5);  // Postgres tries custom plans for the first five calls only
   CHECK(generic >= 7);
-  CHECK(db.count("SELECT count(*) FROM message_queue WHERE status = 'claimed'") == 24);
+  // The statement for one message has no LIMIT parameter to hide.
+  CHECK(&queue_claim_statement(1) == &sql::queue_claim_one);
+  const auto [one_generic, one_custom] = plans("one", std::string{sql::queue_claim_one.text}, {k_default});
+  MESSAGE("queue_claim_one, 12 calls: ", one_generic, " generic plans, ", one_custom, " custom");
+  CHECK(one_custom <= 5);
+  CHECK(one_generic >= 7);
+  CHECK(db.count("SELECT count(*) FROM message_queue WHERE status = 'claimed'") == 36);
 }
 
 TEST_CASE("with_fixed_limit writes in only a last parameter that is a LIMIT") {

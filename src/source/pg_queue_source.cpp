@@ -78,6 +78,10 @@ std::vector<delivery> deliveries_of(const pg_rows& rows) {
 
 }  // namespace
 
+const sql_statement& queue_claim_statement(std::size_t max) {
+  return max == 1 ? sql::queue_claim_one : with_fixed_limit(sql::queue_claim, max);
+}
+
 asio::awaitable<std::vector<delivery>> pg_queue_source::take(pg_connection& conn, std::size_t max) {
   co_return deliveries_of(co_await conn.exec(with_fixed_limit(sql::queue_take, max)));
 }
@@ -85,7 +89,7 @@ asio::awaitable<std::vector<delivery>> pg_queue_source::take(pg_connection& conn
 asio::awaitable<std::optional<one_statement_claims>> pg_queue_source::take_and_claim(
     pg_connection& conn, std::size_t max, const std::string& default_campaign) {
   std::vector<pg_param> params{default_campaign};
-  const auto rows = co_await conn.exec(with_fixed_limit(sql::queue_claim, max), std::move(params));
+  const auto rows = co_await conn.exec(queue_claim_statement(max), std::move(params));
   one_statement_claims out;
   const int id = rows.column("id"), lag = rows.column("lag_s"), status = rows.column("status"),
             voucher = rows.column("voucher_id"), campaign = rows.column("campaign_id"),

@@ -17,6 +17,7 @@
 // (--listen-url), or, without one, look again every k_idle_wait.
 #include <pqxx/connection>
 
+#include "db/sql_statement.hpp"
 #include "source/message_source.hpp"
 
 namespace voucherd {
@@ -35,7 +36,8 @@ class pg_queue_source final : public message_source {
   asio::awaitable<int> note_attempt(pg_connection& conn, delivery& d, int tries,
                                     std::optional<std::string> error) override;
   asio::awaitable<std::vector<delivery>> retake(pg_connection& conn, std::vector<delivery> batch) override;
-  // sql/queue_claim.sql: which messages are plain, and what it does with the others.
+  // sql/queue_claim.sql (queue_claim_one.sql at one message): which messages
+  // are plain, and what it does with the others.
   asio::awaitable<std::optional<one_statement_claims>> take_and_claim(pg_connection& conn, std::size_t max,
                                                                       const std::string& default_campaign) override;
   // A queue row is its own record: record() writes the outcome onto it,
@@ -49,6 +51,11 @@ class pg_queue_source final : public message_source {
 // workers when it commits (queue_enqueue, queue_notify). Blocking: for the
 // command line. Returns the queue ids, in order.
 std::vector<std::int64_t> enqueue_messages(pqxx::connection& conn, const std::vector<std::string>& bodies);
+
+// The one-statement path's statement for up to `max` messages:
+// sql/queue_claim_one.sql for one, sql/queue_claim.sql with `max` written in
+// for more. Both answer a message alike.
+const sql_statement& queue_claim_statement(std::size_t max);
 
 // A Postgres array literal ({...}) of the given elements; nullopt is NULL.
 std::string pg_array_literal(const std::vector<std::optional<std::string>>& elements);
