@@ -5,6 +5,8 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 
 #include <boost/json.hpp>
 #include <fmt/format.h>
@@ -12,6 +14,7 @@
 #include "common/failure.hpp"
 #include "pool/code_generator.hpp"
 #include "support/files.hpp"
+#include "support/run_program.hpp"
 #include "support/test_db.hpp"
 
 using namespace voucherd;
@@ -217,6 +220,37 @@ TEST_CASE("claim-batch and enqueue read a file with a byte order mark and CRLF l
   CHECK_MESSAGE(r.exit_code == 0, r.err);
   // Parsed where it was enqueued, not kept as a body the worker would reject.
   CHECK(db.scalar("SELECT coalesce(user_id, '(not parsed)') FROM message_queue") == "m1");
+}
+
+TEST_CASE("a line with no end is read in bounded memory, and each command answers it as too long") {
+  test_database db;
+  db.make_campaign("long", 3);
+  // 600 MiB of zeros with no newline (a sparse file, like a device or a
+  // binary given by mistake), read under a 512 MiB address-space limit.
+  // Before 2026-11-28 the whole line was held in memory: import ran out and
+  // said "cannot read the code file" (64).
+  const auto zeros = temp_path("zeros");
+  std::filesystem::resize_file((std::ofstream{zeros}, zeros), 600ull << 20);
+  const auto big = run_program({"bash", "-c", "ulimit -v 524288; exec \"$0\" import --campaign long \"$1\" --database-url \"$2\"",
+                        VOUCHERD_BIN, zeros, db.url()});
+  std::filesystem::remove(zeros);
+  CHECK_MESSAGE(big.exit_code == k_exit_rejected, big.out, big.err);
+  CHECK_MESSAGE(big.err.find("line 1: line is longer than 65536 bytes") != std::string::npos, big.err);
+  CHECK(big.out.size() < 1000);
+  // claim-batch: the long line is one rejected user; the next line is read
+  // as the next user.
+  auto r = run_voucherd({"claim-batch", "--campaign", "long", "-", "--database-url", db.url()},
+                   std::string(100000, 'x') + "\nu1\n");
+  CHECK_MESSAGE(r.exit_code == 0, r.err);
+  CHECK(r.out.find("user id is longer than 128 characters") != std::string::npos);
+  CHECK(db.scalar("SELECT string_agg(user_id, ',') FROM voucher_item WHERE user_id IS NOT NULL") == "u1");
+  // enqueue: the long line stays a message too large for the worker, which
+  // dead-letters it; it is kept to one byte past the limit.
+  r = run_voucherd({"enqueue", "--source", "pg", "--campaign", "long", "-", "--database-url", db.url()},
+                   std::string(3 << 20, '{') + "\n" + R"({"user_id":"e1"})" + "\n");
+  CHECK_MESSAGE(r.exit_code == 0, r.err);
+  CHECK(db.scalar("SELECT string_agg(octet_length(body)::text, ',' ORDER BY id) FROM message_queue") ==
+        fmt::format("{},34", (1 << 20) + 1));  // e1 with its campaign written in
 }
 
 TEST_CASE("generate adds unique random codes from the unambiguous alphabet") {

@@ -118,7 +118,9 @@ int run_claim_batch(const args& a) {
     batch.clear();
   };
   std::string line;
-  text_lines lines{in, path == "-" ? "stdin" : path};
+  // Far past k_max_user_id_chars: a line cut to this is still a user id too long.
+  constexpr std::size_t k_max_user_line_bytes = 64 * 1024;
+  text_lines lines{in, path == "-" ? "stdin" : path, k_max_user_line_bytes};
   while (lines.next(line)) {
     batch.push_back({campaign, line, {}});
     if (batch.size() == batch_size) flush();

@@ -18,6 +18,7 @@
 #include "common/text_lines.hpp"
 #include "db/session.hpp"
 #include "redis/redis_node.hpp"
+#include "source/message.hpp"
 #include "source/pg_queue_source.hpp"
 #include "worker/worker_config.hpp"
 
@@ -109,7 +110,9 @@ int run_enqueue(const args& a) {
     chunk.clear();
   };
   std::string line;
-  text_lines lines{in, path == "-" ? "stdin" : path};
+  // A line cut to k_max_message_bytes + 1 bytes is still an oversized
+  // message, which the worker dead-letters (as the stdin source reads one).
+  text_lines lines{in, path == "-" ? "stdin" : path, k_max_message_bytes};
   while (lines.next(line)) {
     if (line.empty()) continue;
     chunk.push_back(with_campaign(std::move(line), campaign));

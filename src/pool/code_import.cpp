@@ -97,11 +97,15 @@ import_report import_codes(pqxx::connection& conn, const std::string& campaign, 
     pqxx::stream_to stage{txn, "import_stage", std::vector<std::string>{"line", "code"}};
     std::optional<std::size_t> csv_column;
     std::string line;
-    text_lines lines{in, "the code file"};
+    text_lines lines{in, "the code file", k_max_import_line_bytes};
     while (lines.next(line)) {
       const auto n = lines.number();
       report.lines = n;
       if (progress && n % k_progress_every_lines == 0) progress(n);
+      if (lines.cut()) {
+        errors.add(n, fmt::format("line is longer than {} bytes", k_max_import_line_bytes));
+        continue;
+      }
       if (n == 1 && (csv_column = code_column(line))) continue;  // the header
       std::string code = line;
       if (csv_column) {

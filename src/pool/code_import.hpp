@@ -19,6 +19,9 @@
 namespace voucherd {
 
 inline constexpr std::size_t k_max_code_length = 64;
+// A line of the code file longer than this is an error of its own (and is
+// read no further): a code file it is not.
+inline constexpr std::size_t k_max_import_line_bytes = 64 * 1024;
 inline constexpr std::size_t k_max_reported_errors = 1000;
 inline constexpr std::size_t k_progress_every_lines = 100000;
 
