@@ -51,9 +51,9 @@ struct worker_config {
   int threads = 0;
   std::size_t batch = k_default_batch;      // messages per transaction
   // pg source: take, claim and record plain messages in one statement
-  // (sql/queue_claim.sql), the rest through the general path. Off
-  // (--pg-general-path): every message through the general path, for
-  // comparison (scripts/bench) and diagnosis.
+  // (sql/queue_claim.sql; queue_claim_one.sql at --batch 1), the rest
+  // through the general path. Off (--pg-general-path): every message
+  // through the general path, for comparison (scripts/bench) and diagnosis.
   bool pg_one_statement = true;
   std::string http_listen;   // "ADDR:PORT"; empty = no HTTP
   // The bearer token POST /v1/claims requires (the secret itself, read by
