@@ -251,6 +251,14 @@ TEST_CASE("a line with no end is read in bounded memory, and each command answer
   CHECK_MESSAGE(r.exit_code == 0, r.err);
   CHECK(db.scalar("SELECT string_agg(octet_length(body)::text, ',' ORDER BY id) FROM message_queue") ==
         fmt::format("{},34", (1 << 20) + 1));  // e1 with its campaign written in
+  // A byte order mark counts toward no line's length: a first line one byte
+  // short of the limit is read whole (it counted, and was called too long),
+  // and a file of the mark alone is empty.
+  r = run_voucherd({"import", "--campaign", "long", "-", "--database-url", db.url()},
+                   "\xEF\xBB\xBF" + std::string(65535, 'A') + "\r\n");
+  CHECK_MESSAGE(r.err.find("line 1: code is 65535 characters long") != std::string::npos, r.err.substr(0, 300));
+  r = run_voucherd({"import", "--campaign", "long", "-", "--database-url", db.url()}, "\xEF\xBB\xBF");
+  CHECK_MESSAGE(r.err.find("the file has no codes") != std::string::npos, r.err.substr(0, 300));
 }
 
 TEST_CASE("generate adds unique random codes from the unambiguous alphabet") {

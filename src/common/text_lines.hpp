@@ -35,7 +35,10 @@ class text_lines {
   bool next(std::string& line) {
     line.clear();
     dropped_ = false;
-    bool any = false;
+    // The first line may start with a byte order mark, which is no part of
+    // it: room for it too, so that it counts toward no length.
+    bom_room_ = number_ == 0 ? k_utf8_bom.size() : 0;
+    bool any = false, ended = false;
     char piece[8192];
     for (;;) {
       in_.getline(piece, sizeof piece);
@@ -52,15 +55,21 @@ class text_lines {
         in_.clear();
         continue;
       }
-      if (!at_newline) in_.clear(in_.rdstate() & ~std::ios::failbit);  // the end, maybe without a newline
+      if (!at_newline) {
+        in_.clear(in_.rdstate() & ~std::ios::failbit);  // the end, maybe without a newline
+        ended = true;
+      }
       break;
     }
     if (!any) return false;
+    if (number_ == 0 && line.starts_with(k_utf8_bom)) {
+      line.erase(0, k_utf8_bom.size());
+      if (line.empty() && ended) return false;  // a file of a byte order mark alone is empty
+    }
     ++number_;
     if (!dropped_ && !line.empty() && line.back() == '\r') line.pop_back();
     cut_ = line.size() > max_bytes_;
     if (cut_) line.resize(max_bytes_ + 1);
-    if (number_ == 1 && line.starts_with(k_utf8_bom)) line.erase(0, k_utf8_bom.size());
     return true;
   }
   // The number of the line last read, from 1; 0 before the first.
@@ -69,9 +78,11 @@ class text_lines {
   bool cut() const { return cut_; }
 
  private:
-  // Keeps up to max_bytes + 2 bytes of a line: room for its CR.
+  // Keeps up to max_bytes + 2 bytes of a line (room for its CR), and for
+  // the first line its byte order mark.
   void keep(std::string& line, std::string_view piece) {
-    const std::size_t room = max_bytes_ + 2 - std::min(line.size(), max_bytes_ + 2);
+    const std::size_t most = max_bytes_ + 2 + bom_room_;
+    const std::size_t room = most - std::min(line.size(), most);
     if (piece.size() > room) dropped_ = true;
     line.append(piece.substr(0, room));
   }
@@ -83,6 +94,7 @@ class text_lines {
   std::size_t number_ = 0;
   bool cut_ = false;
   bool dropped_ = false;
+  std::size_t bom_room_ = 0;
 };
 
 }  // namespace voucherd
