@@ -16,6 +16,10 @@
 #include <set>
 #include <thread>
 
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+
 #include <fmt/format.h>
 #include <pqxx/pqxx>
 
@@ -217,4 +221,52 @@ TEST_CASE("concurrent requests share commits: without --batch, waiting requests 
   const auto transactions = db.count("SELECT count(DISTINCT xmin::text) FROM voucher_item WHERE user_id IS NOT NULL");
   // Two stalled single claims, then the 38 waiting in at most two batches of up to 50.
   CHECK_MESSAGE(transactions <= 4, k_clients << " claims committed in " << transactions << " transactions");
+}
+
+TEST_CASE("a client that sends again at once on the connection its 503 came on is read after Retry-After") {
+  // wrk -c4000 on a full queue sends each next request the moment its 503
+  // arrives. Reading and turning those away as fast as they came took the
+  // thread the claims run on (1,321 claims/s against about 17,000 once the
+  // connection waits out its Retry-After before the server reads it again).
+  test_database db;
+  db.make_campaign("promo", 100);
+  http_worker w{db, {"--concurrency", "1", "--batch", "1", "--http-queue-max", "1", "--http-deadline-ms", "600000"}};
+  pool_lock lock{db};
+  clients c;
+  stall_claimer(db, w, c, "first", 1);
+  c.post(w.port, "second");  // waits in the queue, which is full now
+  REQUIRE_MESSAGE(wait_until([&] { return w.metric("voucherd_http_waiting") == 1; }, 30s), "one waits");
+
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::socket socket{io};
+  socket.connect({boost::asio::ip::make_address("127.0.0.1"), w.port});
+  const timeval read_limit{60, 0};  // a worker that never answers ends the test, not the run
+  ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &read_limit, sizeof read_limit);
+  boost::beast::flat_buffer buffer;
+  const auto call = [&](const std::string& user) {
+    http::request<http::string_body> req{http::verb::post, "/v1/claims", 11};
+    req.set(http::field::host, "127.0.0.1");
+    req.set(http::field::content_type, "application/json");
+    req.body() = fmt::format(R"({{"user_id":"{}"}})", user);
+    req.prepare_payload();
+    http::write(socket, req);
+    http::response<http::string_body> res;
+    http::read(socket, buffer, res);
+    return res;
+  };
+  const auto first = call("third");
+  CHECK(first.result_int() == 503);
+  CHECK(first[http::field::retry_after] == "1");
+  CHECK(first.keep_alive());
+  const auto sent = std::chrono::steady_clock::now();
+  const auto again = call("fourth");
+  const auto waited = std::chrono::steady_clock::now() - sent;
+  CHECK(again.result_int() == 503);
+  // A lower bound only: a slow machine makes the wait longer, never shorter.
+  CHECK_MESSAGE(waited >= 900ms, "the next request was read after "
+                                     << std::chrono::duration_cast<std::chrono::milliseconds>(waited).count() << " ms");
+  lock.release();
+  c.join();
+  CHECK(c.users_with(200) == std::set<std::string>{"first", "second"});
+  check_owners_are_the_200s(db, c);
 }
