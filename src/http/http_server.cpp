@@ -488,8 +488,9 @@ asio::awaitable<bool> http_server::impl::serve_requests(std::shared_ptr<impl> se
     // A 503 asked the client to come back after Retry-After; the next
     // request on this connection is read no sooner. Under a flood that
     // ignores it (wrk -c4000 on a full queue), reading and turning away
-    // every request at once took the thread the claims run on.
-    if (res.result() == http::status::service_unavailable) {
+    // every request at once took the thread the claims run on. (/readyz's
+    // 503 asks for nothing: a probe may ask again when it likes.)
+    if (res.result() == http::status::service_unavailable && res.count(http::field::retry_after)) {
       asio::steady_timer pause{co_await asio::this_coro::executor, k_retry_after};
       co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     }
