@@ -485,14 +485,20 @@ asio::awaitable<bool> http_server::impl::serve_requests(std::shared_ptr<impl> se
     co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) co_return false;
     if (!keep_alive) co_return true;
+    answering.reset();  // answered: idle from here on, for stop() and the worker's drain
     // A 503 asked the client to come back after Retry-After; the next
     // request on this connection is read no sooner. Under a flood that
     // ignores it (wrk -c4000 on a full queue), reading and turning away
     // every request at once took the thread the claims run on. (/readyz's
-    // 503 asks for nothing: a probe may ask again when it likes.)
-    if (res.result() == http::status::service_unavailable && res.count(http::field::retry_after)) {
+    // 503 asks for nothing: a probe may ask again when it likes.) The cost:
+    // behind a proxy that shares this connection among its clients, the
+    // next client waits that second too, while the worker is overloaded or
+    // without its database.
+    if (res.result() == http::status::service_unavailable && res.count(http::field::retry_after) &&
+        !self->stopping_) {
       asio::steady_timer pause{co_await asio::this_coro::executor, k_retry_after};
       co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (self->stopping_) co_return false;  // stop() closed it, idle, during the pause
     }
   }
 }
