@@ -34,11 +34,11 @@ class text_lines {
   // voucherd_error(usage) "cannot read NAME" when reading fails.
   bool next(std::string& line) {
     line.clear();
-    dropped_ = false;
-    // The first line may start with a byte order mark, which is no part of
-    // it: room for it too, so that it counts toward no length.
-    bom_room_ = number_ == 0 ? k_utf8_bom.size() : 0;
-    bool any = false, ended = false;
+    // Kept: up to max_bytes + 2 bytes (room for the line's CR) and, on the
+    // first line, its byte order mark, which is no part of it and counts
+    // toward no length.
+    const std::size_t most = max_bytes_ + 2 + (number_ == 0 ? k_utf8_bom.size() : 0);
+    bool any = false, ended = false, dropped = false;
     char piece[8192];
     for (;;) {
       in_.getline(piece, sizeof piece);
@@ -50,7 +50,9 @@ class text_lines {
       const bool at_newline = !in_.fail() && !in_.eof();
       const std::size_t stored = at_newline ? got - 1 : got;
       if (got > 0) any = true;
-      keep(line, std::string_view{piece, stored});
+      const std::size_t room = most - std::min(line.size(), most);
+      if (stored > room) dropped = true;
+      line.append(piece, std::min(stored, room));
       if (full) {
         in_.clear();
         continue;
@@ -67,7 +69,7 @@ class text_lines {
       if (line.empty() && ended) return false;  // a file of a byte order mark alone is empty
     }
     ++number_;
-    if (!dropped_ && !line.empty() && line.back() == '\r') line.pop_back();
+    if (!dropped && !line.empty() && line.back() == '\r') line.pop_back();
     cut_ = line.size() > max_bytes_;
     if (cut_) line.resize(max_bytes_ + 1);
     return true;
@@ -78,23 +80,12 @@ class text_lines {
   bool cut() const { return cut_; }
 
  private:
-  // Keeps up to max_bytes + 2 bytes of a line (room for its CR), and for
-  // the first line its byte order mark.
-  void keep(std::string& line, std::string_view piece) {
-    const std::size_t most = max_bytes_ + 2 + bom_room_;
-    const std::size_t room = most - std::min(line.size(), most);
-    if (piece.size() > room) dropped_ = true;
-    line.append(piece.substr(0, room));
-  }
-
   static constexpr std::string_view k_utf8_bom = "\xEF\xBB\xBF";
   std::istream& in_;
   std::string name_;
   std::size_t max_bytes_;
   std::size_t number_ = 0;
   bool cut_ = false;
-  bool dropped_ = false;
-  std::size_t bom_room_ = 0;
 };
 
 }  // namespace voucherd
