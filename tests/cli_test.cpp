@@ -275,6 +275,34 @@ TEST_CASE("generate adds unique random codes from the unambiguous alphabet") {
         static_cast<long>(alphabet.size()));
 }
 
+TEST_CASE("generate ends with a clear error when the campaign leaves too few unused codes") {
+  test_database db;
+  REQUIRE(run_voucherd({"campaign", "create", "full", "--database-url", db.url()}).exit_code == 0);
+  // Every code of length 4 but 1,000 is in the campaign already.
+  const std::string alphabet{k_code_alphabet};
+  REQUIRE(db.count(fmt::format(
+      "WITH added AS (INSERT INTO voucher_item (campaign_id, code) "
+      "SELECT (SELECT id FROM campaign WHERE name = 'full'), code FROM ("
+      "  SELECT a || b || c || d AS code FROM unnest(string_to_array('{0}', NULL)) a, "
+      "  unnest(string_to_array('{0}', NULL)) b, unnest(string_to_array('{0}', NULL)) c, "
+      "  unnest(string_to_array('{0}', NULL)) d ORDER BY 1 OFFSET 1000) t RETURNING 1) "
+      "SELECT count(*) FROM added",
+      alphabet)) == possible_codes(4) - 1000);
+  const auto before = fingerprint(db);
+  // 265,000 is within half of the 531,441 possible codes, so the command
+  // takes it; the first draws mostly collide, the replacements use up every
+  // untried code, and the next round has none left to draw. Before
+  // 2026-11-28 that round drew forever at full CPU, holding the campaign's
+  // import lock (the timeout turns a hang into a failure here).
+  const auto r = run_program({"timeout", "120", VOUCHERD_BIN, "generate", "--campaign", "full", "--count", "265000",
+                              "--length", "4", "--database-url", db.url()});
+  CHECK_MESSAGE(r.exit_code == k_exit_rejected, r.err.substr(0, 500));
+  CHECK_MESSAGE(r.err.find("cannot find unused codes of length 4 for campaign full; use a longer --length") !=
+                    std::string::npos,
+                r.err.substr(0, 500));
+  CHECK(fingerprint(db) == before);
+}
+
 TEST_CASE("stats reports the pool, outbox and queue counts") {
   test_database db;
   db.make_campaign("stats", 4);

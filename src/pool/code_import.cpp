@@ -156,7 +156,16 @@ std::int64_t generate_codes(pqxx::connection& conn, const std::string& campaign,
 
   std::unordered_set<std::string> made;
   std::int64_t next_line = 1;
+  const auto no_room = [&] {
+    return voucherd_error{failure_kind::rejected,
+                          fmt::format("cannot find unused codes of length {} for campaign {}; use a longer --length",
+                                      length, campaign)};
+  };
   auto stage_fresh_codes = [&](std::int64_t how_many) {
+    // Every draw must differ from those made before: once they are all
+    // made, no draw can (the campaign holds the rest), and the loop would
+    // never end.
+    if (how_many > possible_codes(length) - static_cast<std::int64_t>(made.size())) throw no_room();
     pqxx::stream_to stage{txn, "import_stage", std::vector<std::string>{"line", "code"}};
     for (std::int64_t i = 0; i < how_many;) {
       auto code = random_code(length);
@@ -174,9 +183,7 @@ std::int64_t generate_codes(pqxx::connection& conn, const std::string& campaign,
   for (int round = 0;; ++round) {
     auto conflicts = exec(txn, sql::import_conflicts, campaign_id);
     if (conflicts.empty()) break;
-    if (round == 20)
-      throw voucherd_error{failure_kind::rejected,
-                           fmt::format("cannot find unused codes of length {}; use a longer --length", length)};
+    if (round == 20) throw no_room();
     std::string lines;
     for (const auto& row : conflicts) {
       if (!lines.empty()) lines += ',';
