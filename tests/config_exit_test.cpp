@@ -8,6 +8,8 @@
 
 #include <signal.h>
 
+#include <fstream>
+
 #include <fmt/format.h>
 
 #include "support/files.hpp"
@@ -74,6 +76,31 @@ TEST_CASE("an unknown database or role is a configuration error: exit 78 with wh
     const auto worker = run_worker_briefly({"worker", "--source", "stdin", "--campaign", "signup", "--database-url", r.url});
     CHECK_MESSAGE(worker.exit_code == k_exit_config, "the worker stops at start-up instead of retrying: " << worker.log);
     CHECK_MESSAGE(worker.log.find(r.says) != std::string::npos, worker.log);
+  }
+}
+
+TEST_CASE("a URL that does not parse is a configuration error, and its password stays out of the message") {
+  // libpq's reasons quote the URL: "missing \"=\" after \"...\"" the rest
+  // of it, several URI errors all of it. Before 2026-11-28 voucherd passed
+  // them on (the password included, even one read from --database-url-file)
+  // and exited 64.
+  const std::string secret = "s3cret-pw";
+  for (const std::string url : {"postgres:/postgres:" + secret + "@127.0.0.1:5432/db",
+                                "postgresql://postgres:" + secret + "@127.0.0.1:5432/db?bogus=1",
+                                "postgresql://postgres:" + secret + "@[::1/db"}) {
+    CAPTURE(url);
+    const auto given = run_voucherd({"stats", "--campaign", "signup", "--database-url", url});
+    CHECK_MESSAGE(given.exit_code == k_exit_config, given.err);
+    CHECK_MESSAGE(given.err.find("cannot read the database URL") != std::string::npos, given.err);
+    CHECK_MESSAGE(given.err.find(secret) == std::string::npos, given.err);
+    const auto file = temp_path("config-exit-url");
+    std::ofstream{file} << url << "\n";
+    const auto from_file = run_voucherd({"claim", "--campaign", "signup", "--user", "1", "--database-url-file", file});
+    CHECK_MESSAGE(from_file.exit_code == k_exit_config, from_file.err);
+    CHECK_MESSAGE(from_file.err.find(secret) == std::string::npos, from_file.err);
+    const auto worker = run_worker_briefly({"worker", "--source", "stdin", "--campaign", "signup", "--database-url", url});
+    CHECK_MESSAGE(worker.exit_code == k_exit_config, worker.log);
+    CHECK_MESSAGE(worker.log.find(secret) == std::string::npos, worker.log);
   }
 }
 

@@ -112,14 +112,15 @@ TEST_CASE("quotes and backslashes in values survive") {
   CHECK(setting(s.conninfo(), "password") == R"(it's a \ secret)");
 }
 
-TEST_CASE("a URL libpq cannot read is a usage error, not a transient one") {
+TEST_CASE("a URL libpq cannot read is a configuration error (SPEC section 4: bad URL, 78), not a transient one") {
   connection_settings s;
-  s.url = "postgresql://[::1";
+  s.url = "postgresql://user:pw@[::1";
   try {
     (void)s.conninfo();
     FAIL("conninfo() accepted an unreadable URL");
   } catch (const voucherd_error& e) {
-    CHECK(e.kind() == failure_kind::usage);
+    CHECK(e.kind() == failure_kind::config);
+    CHECK_MESSAGE(std::string{e.what()}.find("pw") == std::string::npos, e.what());
   }
 }
 

@@ -36,6 +36,26 @@ std::string whole_seconds(std::chrono::milliseconds d) { return std::to_string((
 
 namespace {
 
+// libpq's reason a URL does not parse, without the parts of the URL it
+// quotes: those may hold the password (`missing "=" after "..."` quotes the
+// rest of the string, several URI errors the whole URI). A quoted single
+// character (the "=" or ":" it expected) stays.
+std::string without_quoted_input(const std::string& reason) {
+  std::string out;
+  for (std::size_t i = 0; i < reason.size();) {
+    const auto open = reason.find('"', i);
+    const auto close = open == std::string::npos ? std::string::npos : reason.find('"', open + 1);
+    if (close == std::string::npos) {
+      out += reason.substr(i);
+      break;
+    }
+    out += reason.substr(i, open - i);
+    out += close - open == 2 ? reason.substr(open, 3) : std::string{"(...)"};
+    i = close + 1;
+  }
+  return out;
+}
+
 // The settings a URL (or keyword string) gives, by libpq keyword.
 std::map<std::string, std::string> settings_of(const std::string& url, const char* what) {
   std::map<std::string, std::string> given;
@@ -44,9 +64,13 @@ std::map<std::string, std::string> settings_of(const std::string& url, const cha
   std::unique_ptr<PQconninfoOption, decltype(&PQconninfoFree)> parsed{PQconninfoParse(url.c_str(), &error),
                                                                        &PQconninfoFree};
   if (!parsed) {
-    const std::string why = error ? trimmed(error) : "out of memory";
+    const std::string why = error ? without_quoted_input(trimmed(error)) : "out of memory";
     if (error) PQfreemem(error);
-    throw voucherd_error{failure_kind::usage, fmt::format("cannot read the {}: {}", what, why)};
+    // A set-up to fix, as an unknown host or database is (SPEC section 4).
+    throw voucherd_error{failure_kind::config,
+                         fmt::format("cannot read the {}: {}; expected postgresql://USER@HOST:PORT/DATABASE "
+                                     "or libpq's key=value pairs",
+                                     what, why)};
   }
   for (auto* o = parsed.get(); o->keyword; ++o)
     if (o->val) given[o->keyword] = o->val;
