@@ -118,12 +118,35 @@ TEST_CASE("a database without the schema, or with an older one, says to run vouc
 
   // An older voucherd migrated this one: its newest migration is not applied.
   test_database older;
+  older.make_campaign("signup", 3);
   const std::string newest = older.scalar("SELECT max(name) FROM voucherd_migration");
   older.scalar(fmt::format("DELETE FROM voucherd_migration WHERE name = '{}' RETURNING name", newest));
   const auto stale = run_worker_briefly({"worker", "--source", "stdin", "--campaign", "signup", "--database-url", older.url()});
   CHECK_MESSAGE(stale.exit_code == k_exit_config, stale.log);
   CHECK_MESSAGE(stale.log.find(newest) != std::string::npos, "names what is missing: " << stale.log);
   CHECK_MESSAGE(stale.log.find("voucherd migrate") != std::string::npos, stale.log);
+
+  // The one-shot commands check it too. Before 2026-11-28 they ran on the
+  // older schema: claim, import and stats as if nothing were missing,
+  // enqueue with an internal error (70) about a column.
+  const auto before = older.scalar(
+      "SELECT concat_ws('/', (SELECT count(*) FROM voucher_item), (SELECT count(*) FROM voucher_item WHERE user_id "
+      "IS NOT NULL), (SELECT count(*) FROM message_queue))");
+  const std::vector<std::pair<std::vector<std::string>, std::string>> commands{
+      {{"claim", "--campaign", "signup", "--user", "1"}, ""},
+      {{"claim-batch", "--campaign", "signup", "-"}, "u1\n"},
+      {{"import", "--campaign", "signup", "-"}, "NEWCODE1\n"},
+      {{"enqueue", "--source", "pg", "--campaign", "signup", "-"}, "{\"user_id\":\"1\"}\n"},
+      {{"stats", "--campaign", "signup"}, ""}};
+  for (auto [args, input] : commands) {
+    CAPTURE(args.front());
+    args.insert(args.end(), {"--database-url", older.url()});
+    const auto r = run_voucherd(args, input);
+    CHECK_MESSAGE(r.exit_code == k_exit_config, r.err);
+    CHECK_MESSAGE(r.err.find(newest) != std::string::npos, r.err);
+  }
+  CHECK(older.scalar("SELECT concat_ws('/', (SELECT count(*) FROM voucher_item), (SELECT count(*) FROM voucher_item "
+                     "WHERE user_id IS NOT NULL), (SELECT count(*) FROM message_queue))") == before);
 }
 
 TEST_CASE("a database that is only away stays transient: claim exits 75, the worker waits for it") {

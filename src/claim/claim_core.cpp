@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "common/failure.hpp"
+#include "db/schema_check.hpp"
 #include "sql_catalog.hpp"
 
 namespace voucherd {
@@ -242,7 +243,10 @@ T run_to_completion(asio::io_context& io, asio::awaitable<T> work) {
 std::optional<std::vector<claim_outcome>> blocking_claimer::transaction(std::span<const claim_request> requests,
                                                                         bool batched, std::string& last_error) {
   auto once = [&]() -> asio::awaitable<std::vector<claim_outcome>> {
-    if (!conn_.is_open()) co_await conn_.connect();
+    if (!conn_.is_open()) {
+      co_await conn_.connect();
+      co_await require_schema(conn_);  // as a command's libpqxx session does
+    }
     claim_progress progress;
     std::vector<claim_outcome> outcomes;
     std::exception_ptr failure;

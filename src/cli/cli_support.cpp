@@ -14,6 +14,7 @@
 
 #include "claim/claim_request.hpp"
 #include "common/failure.hpp"
+#include "db/schema_check.hpp"
 
 namespace voucherd::cli {
 
@@ -152,7 +153,11 @@ common_options resolve_common(const common_flags& flags, std::string_view comman
   return o;
 }
 
-db_session open_session(const common_options& o) { return db_session{o.database_url, o.pooling}; }
+db_session open_session(const common_options& o) {
+  db_session db{o.database_url, o.pooling};
+  require_schema(db.conn());
+  return db;
+}
 
 db_session open_migration_session(const common_options& o) {
   if (!o.pooling.enabled) return db_session{o.database_url};
