@@ -205,6 +205,22 @@ TEST_CASE("import reads CSV with a code column and reports every bad line") {
   r = run_voucherd({"import", "--campaign", "csv", "-", "--database-url", db.url()}, "\xEF\xBB\xBF" "DDD4\nEEE5\n");
   CHECK_MESSAGE(r.exit_code == 0, r.out, r.err);
   CHECK(db.scalar("SELECT string_agg(code, ',' ORDER BY id) FROM voucher_item") == "AAA1,BBB2,CCC3,DDD4,EEE5");
+
+  // A spreadsheet's header says "Code". Before 2026-11-28 only "code" was a
+  // header: the others were imported as codes, "Code,Email" among them.
+  r = run_voucherd({"import", "--campaign", "csv", "-", "--database-url", db.url()}, "Code,Email\nFFF6,a@x\n");
+  CHECK_MESSAGE(r.exit_code == 0, r.out, r.err);
+  r = run_voucherd({"import", "--campaign", "csv", "-", "--database-url", db.url()}, "id, CODE \n7,GGG7\n");
+  CHECK_MESSAGE(r.exit_code == 0, r.out, r.err);
+  CHECK(db.scalar("SELECT string_agg(code, ',' ORDER BY id) FROM voucher_item") ==
+        "AAA1,BBB2,CCC3,DDD4,EEE5,FFF6,GGG7");
+  // A quoted field that does not end on its line is a bad line (it was
+  // read as if closed, and the next line as another code), and nothing loads.
+  r = run_voucherd({"import", "--campaign", "csv", "-", "--database-url", db.url()}, "code\n\"HHH8\nIII9\"\nJJJ1\n");
+  CHECK(r.exit_code == k_exit_rejected);
+  CHECK_MESSAGE(r.err.find("line 2: CSV line has a quoted field that does not end on the line") != std::string::npos,
+                r.err);
+  CHECK(db.count("SELECT count(*) FROM voucher_item") == 7);
 }
 
 TEST_CASE("claim-batch and enqueue read a file with a byte order mark and CRLF lines as import does") {

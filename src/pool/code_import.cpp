@@ -1,5 +1,8 @@
 #include "pool/code_import.hpp"
 
+#include <algorithm>
+#include <cctype>
+#include <optional>
 #include <sstream>
 #include <unordered_map>
 #include <unordered_set>
@@ -30,8 +33,10 @@ std::optional<std::string> code_problem(std::string_view code) {
 
 namespace {
 
-// Splits one CSV record (RFC 4180 quoting, no embedded newlines).
-std::vector<std::string> split_csv(std::string_view line) {
+// Splits one CSV record (RFC 4180 quoting, no embedded newlines); nullopt
+// when a quoted field is not closed on its line (an embedded newline, or a
+// stray quote: either way the fields cannot be told apart).
+std::optional<std::vector<std::string>> split_csv(std::string_view line) {
   std::vector<std::string> fields(1);
   bool quoted = false;
   for (std::size_t i = 0; i < line.size(); ++i) {
@@ -48,6 +53,7 @@ std::vector<std::string> split_csv(std::string_view line) {
       fields.back() += c;
     }
   }
+  if (quoted) return std::nullopt;
   return fields;
 }
 
@@ -58,11 +64,18 @@ std::string trimmed(std::string_view s) {
 }
 
 // The column holding the code when the first line is a CSV header with a
-// `code` column; nullopt for a plain one-code-per-line file.
+// `code` column, in any case ("Code" from a spreadsheet); nullopt for a
+// plain one-code-per-line file.
 std::optional<std::size_t> code_column(std::string_view first_line) {
   const auto fields = split_csv(first_line);
-  for (std::size_t i = 0; i < fields.size(); ++i)
-    if (trimmed(fields[i]) == "code") return i;
+  if (!fields) return std::nullopt;
+  for (std::size_t i = 0; i < fields->size(); ++i) {
+    const auto name = trimmed((*fields)[i]);
+    if (name.size() == 4 && std::equal(name.begin(), name.end(), "code", [](char a, char b) {
+          return std::tolower(static_cast<unsigned char>(a)) == b;
+        }))
+      return i;
+  }
   return std::nullopt;
 }
 
@@ -110,11 +123,15 @@ import_report import_codes(pqxx::connection& conn, const std::string& campaign, 
       std::string code = line;
       if (csv_column) {
         auto fields = split_csv(line);
-        if (*csv_column >= fields.size()) {
-          errors.add(n, fmt::format("CSV line has {} fields; the code is field {}", fields.size(), *csv_column + 1));
+        if (!fields) {
+          errors.add(n, "CSV line has a quoted field that does not end on the line");
           continue;
         }
-        code = trimmed(fields[*csv_column]);
+        if (*csv_column >= fields->size()) {
+          errors.add(n, fmt::format("CSV line has {} fields; the code is field {}", fields->size(), *csv_column + 1));
+          continue;
+        }
+        code = trimmed((*fields)[*csv_column]);
       }
       if (auto problem = code_problem(code)) {
         errors.add(n, *problem);
