@@ -149,6 +149,11 @@ TEST_CASE("bad input gets its exit code and a clear message, and changes nothing
       // It answered each line "unknown campaign" and exited 0.
       {"claim-batch for an unknown campaign", {"claim-batch", "--campaign", "nope", "-"}, "u1\nu2\n",
        k_exit_rejected, "unknown campaign 'nope'"},
+      // Before 2026-11-28 each line was answered "rejected" and it exited 0.
+      {"claim-batch for a campaign that has ended", {"claim-batch", "--campaign", "expired", "-"}, "u1\nu2\n",
+       k_exit_rejected, "campaign 'expired' is not active (outside its start/end window)"},
+      {"claim-batch for a campaign not yet started", {"claim-batch", "--campaign", "future", "-"}, "u1\n",
+       k_exit_rejected, "campaign 'future' is not active"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.name);

@@ -12,6 +12,7 @@
 #include "common/text_lines.hpp"
 #include "db/session.hpp"
 #include "pool/campaign.hpp"
+#include "sql_catalog.hpp"
 
 namespace voucherd::cli {
 
@@ -99,11 +100,16 @@ int run_claim_batch(const args& a) {
   const auto common = resolve_common(url_flag, "claim-batch");
   // A misspelled campaign would answer every line "unknown campaign" and
   // exit 0, so an import script would report success: refused once, before
-  // the file is read, with claim's exit status for it (65).
+  // the file is read, with claim's exit status for it (65). So is a campaign
+  // outside its start/end window (one that ends during the run answers the
+  // rest "rejected", line by line).
   try {
     auto db = open_session(common);
     pqxx::work txn{db.conn()};
     find_campaign(txn, campaign);
+    if (!exec(txn, sql::campaign_active, campaign)[0][0].as<bool>())
+      throw voucherd_error{failure_kind::rejected,
+                           fmt::format("campaign '{}' is not active (outside its start/end window)", campaign)};
   } catch (const voucherd_error& e) {
     if (e.kind() != failure_kind::rejected) throw;
     return answer_rejected(campaign, e);
