@@ -201,6 +201,17 @@ TEST_CASE("import reads CSV with a code column and reports every bad line") {
   CHECK_MESSAGE(r.err.find("line 2") != std::string::npos, r.err);
   CHECK_MESSAGE(r.err.find("line 3") != std::string::npos, r.err);
   CHECK(db.count("SELECT count(*) FROM voucher_item") == 2);
+  // Blank lines at the end of a file are no lines (before 2026-11-28 the
+  // first of them failed the import); a file of nothing else has no codes.
+  r = run_voucherd({"import", "--campaign", "csv", "-", "--database-url", db.url()}, "TTT1\nTTT2\n\n\n");
+  CHECK_MESSAGE(r.exit_code == 0, r.out, r.err);
+  r = run_voucherd({"import", "--campaign", "csv", "-", "--database-url", db.url()}, "code\n\n");
+  CHECK(r.exit_code == k_exit_rejected);
+  CHECK_MESSAGE(r.err.find("the file has no codes") != std::string::npos, r.err);
+  r = run_voucherd({"import", "--campaign", "csv", "-", "--database-url", db.url()}, "\n\n");
+  CHECK_MESSAGE(r.err.find("the file has no codes") != std::string::npos, r.err);
+  CHECK(db.scalar("SELECT string_agg(code, ',' ORDER BY id) FROM voucher_item") == "AAA1,BBB2,TTT1,TTT2");
+  db.scalar("DELETE FROM voucher_item WHERE code LIKE 'TTT_' RETURNING 1");
 
   // A spreadsheet's "CSV UTF-8" starts with a byte order mark: the header is
   // still the header, and a plain list's first code is still its code.

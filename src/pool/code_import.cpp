@@ -110,11 +110,20 @@ import_report import_codes(pqxx::connection& conn, const std::string& campaign, 
     pqxx::stream_to stage{txn, "import_stage", std::vector<std::string>{"line", "code"}};
     std::optional<std::size_t> csv_column;
     std::string line;
+    // Empty lines are bad lines only with a line after them: the blank lines
+    // an editor leaves at the end of a file are not.
+    std::vector<std::size_t> blank;
     text_lines lines{in, "the code file", k_max_import_line_bytes};
     while (lines.next(line)) {
       const auto n = lines.number();
       report.lines = n;
       if (progress && n % k_progress_every_lines == 0) progress(n);
+      if (line.empty() && !lines.cut()) {
+        blank.push_back(n);
+        continue;
+      }
+      for (const auto b : blank) errors.add(b, *code_problem(""));
+      blank.clear();
       if (lines.cut()) {
         errors.add(n, fmt::format("line is longer than {} bytes", k_max_import_line_bytes));
         continue;
@@ -146,8 +155,7 @@ import_report import_codes(pqxx::connection& conn, const std::string& campaign, 
     }
     stage.complete();
   }
-  if (report.lines == 0 || (report.lines == 1 && first_line_of.empty() && report.error_count == 0))
-    errors.add(1, "the file has no codes");
+  if (first_line_of.empty() && report.error_count == 0) errors.add(1, "the file has no codes");
   if (report.ok()) {
     // Only now, with every code read and staged: a slow input must not hold
     // the campaign's lock (which stops its free mark, and other imports).
