@@ -195,6 +195,17 @@ asio::awaitable<void> pg_connection::rollback() {
   co_await exec_simple(sql::worker_rollback);
 }
 
+namespace {
+
+// A COMMIT the server answered: the transaction is durable whatever happens
+// to the connection after (a FATAL for pg_terminate_backend, a reset before
+// the pipeline's sync).
+bool is_commit(PGresult* r) {
+  return PQresultStatus(r) == PGRES_COMMAND_OK && std::string_view{PQcmdStatus(r)} == "COMMIT";
+}
+
+}  // namespace
+
 asio::awaitable<pg_rows> pg_connection::run_pipeline(queued last, const sql_statement* then) {
   auto items = std::move(deferred_);
   deferred_.clear();
@@ -215,27 +226,40 @@ asio::awaitable<pg_rows> pg_connection::run_pipeline(queued last, const sql_stat
   pg_rows rows;
   std::optional<pg_error> error;
   std::size_t index = 0;
-  for (bool synced = false; !synced;) {
-    co_await until_result(name);
-    PGresult* r = PQgetResult(conn_);
-    if (!r) {
-      if (++index > items.size() || PQstatus(conn_) == CONNECTION_BAD) throw lost(name);
-      arm();  // the server times each statement on its own; so does the client
-      continue;
+  // Whether the pipeline ended in a COMMIT that was answered, before any
+  // error: then it succeeded, even if the connection is lost before its sync.
+  bool committed = false;
+  try {
+    for (bool synced = false; !synced;) {
+      co_await until_result(name);
+      PGresult* r = PQgetResult(conn_);
+      if (!r) {
+        if (++index > items.size() || PQstatus(conn_) == CONNECTION_BAD) throw lost(name);
+        arm();  // the server times each statement on its own; so does the client
+        continue;
+      }
+      switch (PQresultStatus(r)) {
+        case PGRES_PIPELINE_SYNC: synced = true; PQclear(r); break;
+        case PGRES_FATAL_ERROR:
+        case PGRES_BAD_RESPONSE:
+          if (!error) error.emplace(error_of(r, items[std::min(index, items.size() - 1)].statement->name));
+          PQclear(r);
+          break;
+        default:
+          // Only the last statement's: one after it would be left undone.
+          committed = committed || (!error && index + 1 == items.size() && is_commit(r));
+          if (index == wanted) rows = pg_rows{r};
+          else PQclear(r);
+      }
     }
-    switch (PQresultStatus(r)) {
-      case PGRES_PIPELINE_SYNC: synced = true; PQclear(r); break;
-      case PGRES_FATAL_ERROR:
-      case PGRES_BAD_RESPONSE:
-        if (!error) error.emplace(error_of(r, items[std::min(index, items.size() - 1)].statement->name));
-        PQclear(r);
-        break;
-      default:
-        if (index == wanted) rows = pg_rows{r};
-        else PQclear(r);
-    }
+  } catch (const pg_error&) {
+    if (!committed) throw;
   }
   disarm();
+  if (committed && (error || PQstatus(conn_) == CONNECTION_BAD || PQexitPipelineMode(conn_) != 1)) {
+    close();  // what failed came after the commit; the next use reconnects
+    co_return rows;
+  }
   if (PQexitPipelineMode(conn_) != 1) throw lost(name, "cannot leave pipeline mode");
   if (PQstatus(conn_) == CONNECTION_BAD) {
     if (error) throw pg_error{failure_kind::transient, error->statement(), error->sqlstate(), true, error->what()};
@@ -302,21 +326,31 @@ asio::awaitable<pg_rows> pg_connection::finish(std::string_view statement) {
   co_await flush(statement);
   pg_rows rows;
   std::optional<pg_error> error;
-  for (;;) {
-    co_await until_result(statement);
-    PGresult* r = PQgetResult(conn_);
-    if (!r) break;
-    const auto status = PQresultStatus(r);
-    if (status == PGRES_NONFATAL_ERROR) {
-      PQclear(r);
-    } else if (status == PGRES_FATAL_ERROR || status == PGRES_BAD_RESPONSE) {
-      if (!error) error.emplace(error_of(r, statement));
-      PQclear(r);
-    } else {
-      rows = pg_rows{r};
+  bool committed = false;  // as in run_pipeline
+  try {
+    for (;;) {
+      co_await until_result(statement);
+      PGresult* r = PQgetResult(conn_);
+      if (!r) break;
+      const auto status = PQresultStatus(r);
+      if (status == PGRES_NONFATAL_ERROR) {
+        PQclear(r);
+      } else if (status == PGRES_FATAL_ERROR || status == PGRES_BAD_RESPONSE) {
+        if (!error) error.emplace(error_of(r, statement));
+        PQclear(r);
+      } else {
+        committed = committed || (!error && is_commit(r));
+        rows = pg_rows{r};
+      }
     }
+  } catch (const pg_error&) {
+    if (!committed) throw;
   }
   disarm();
+  if (committed && (error || PQstatus(conn_) == CONNECTION_BAD)) {
+    close();
+    co_return rows;
+  }
   if (PQstatus(conn_) == CONNECTION_BAD) {
     if (error) throw pg_error{failure_kind::transient, error->statement(), error->sqlstate(), true, error->what()};
     throw lost(statement);
