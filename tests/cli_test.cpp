@@ -371,6 +371,21 @@ TEST_CASE("a refused campaign create still answers with a JSON line on stdout") 
   const auto line = boost::json::parse(bad.out, ec);
   REQUIRE_MESSAGE(!ec, "stdout is JSON: ", bad.out);
   CHECK(line.at("campaign").as_string() == "ab\xEF\xBF\xBD\xEF\xBF\xBD");
+  // So do import, generate and stats for a campaign that does not exist
+  // (before 2026-11-28 they printed nothing on stdout).
+  for (std::vector<std::string> args : {std::vector<std::string>{"import", "--campaign", "nope", "-"},
+                                        std::vector<std::string>{"generate", "--campaign", "nope", "--count", "5"},
+                                        std::vector<std::string>{"stats", "--campaign", "nope"}}) {
+    CAPTURE(args.front());
+    args.insert(args.end(), {"--database-url", db.url()});
+    const auto r = run_voucherd(args, "CODE1\n");
+    CHECK_MESSAGE(r.exit_code == k_exit_rejected, r.err);
+    ec = {};
+    const auto refused = boost::json::parse(r.out, ec);
+    REQUIRE_MESSAGE(!ec, "stdout is one JSON line: ", r.out);
+    CHECK(refused.at("status").as_string() == "rejected");
+    CHECK(refused.at("reason").as_string() == "unknown campaign 'nope'");
+  }
 }
 
 TEST_CASE("voucherd --version, and a subcommand group called without its subcommand") {

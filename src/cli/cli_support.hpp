@@ -12,6 +12,7 @@
 #include <boost/json/object.hpp>
 #include <boost/program_options.hpp>
 
+#include "common/failure.hpp"
 #include "db/connection_settings.hpp"
 #include "db/session.hpp"
 
@@ -94,6 +95,17 @@ void say(const std::string& message);
 // one rejected line on stdout, the campaign as given echoed as valid UTF-8,
 // the reason on stderr. Returns k_exit_rejected.
 int answer_rejected(const std::string& campaign, const std::exception& refusal);
+// Runs `work` (which returns the exit status); a voucherd_error(rejected) it
+// throws is answered with answer_rejected, anything else passes through.
+template <typename Work>
+int answering_refusals(const std::string& campaign, Work&& work) {
+  try {
+    return work();
+  } catch (const voucherd_error& e) {
+    if (e.kind() != failure_kind::rejected) throw;
+    return answer_rejected(campaign, e);
+  }
+}
 
 // The path of this voucherd binary, for commands that start more of it
 // (story's workers, bench's pods).

@@ -103,17 +103,16 @@ int run_claim_batch(const args& a) {
   // the file is read, with claim's exit status for it (65). So is a campaign
   // outside its start/end window (one that ends during the run answers the
   // rest "rejected", line by line).
-  try {
-    auto db = open_session(common);
-    pqxx::work txn{db.conn()};
-    find_campaign(txn, campaign);
-    if (!exec(txn, sql::campaign_active, campaign)[0][0].as<bool>())
-      throw voucherd_error{failure_kind::rejected,
-                           fmt::format("campaign '{}' is not active (outside its start/end window)", campaign)};
-  } catch (const voucherd_error& e) {
-    if (e.kind() != failure_kind::rejected) throw;
-    return answer_rejected(campaign, e);
-  }
+  if (const int refused = answering_refusals(campaign, [&] {
+        auto db = open_session(common);
+        pqxx::work txn{db.conn()};
+        find_campaign(txn, campaign);
+        if (!exec(txn, sql::campaign_active, campaign)[0][0].as<bool>())
+          throw voucherd_error{failure_kind::rejected,
+                               fmt::format("campaign '{}' is not active (outside its start/end window)", campaign)};
+        return k_exit_ok;
+      }))
+    return refused;
   blocking_claimer claimer{common.database_url, pg_deadlines::of(common.db), common.pooling};
   std::vector<claim_request> batch;
   std::size_t done = 0;

@@ -60,14 +60,11 @@ int run_campaign(const args& a) {
              {"name"}, vm))
     return k_exit_ok;
   auto db = open_session(resolve_common(url_flag, "campaign"));
-  try {
+  // A rejected create still answers on stdout, as every machine-facing command does.
+  return answering_refusals(spec.name, [&] {
     print_json(create_campaign(db.conn(), spec));
-  } catch (const voucherd_error& e) {
-    if (e.kind() != failure_kind::rejected) throw;
-    // A rejected create still answers on stdout, as every machine-facing command does.
-    return answer_rejected(spec.name, e);
-  }
-  return k_exit_ok;
+    return k_exit_ok;
+  });
 }
 
 int run_import(const args& a) {
@@ -84,9 +81,14 @@ int run_import(const args& a) {
   std::ifstream file;
   std::istream& in = open_input(path, file);
   auto db = open_session(resolve_common(url_flag, "import", db_profile::maintenance));
-  const auto report = import_codes(db.conn(), campaign, in, [](std::size_t lines) {
-    say(fmt::format("import: {} lines read", lines));
-  });
+  import_report report;
+  if (const int refused = answering_refusals(campaign, [&] {
+        report = import_codes(db.conn(), campaign, in, [](std::size_t lines) {
+          say(fmt::format("import: {} lines read", lines));
+        });
+        return k_exit_ok;
+      }))
+    return refused;
   boost::json::object out;
   out["campaign"] = campaign;
   out["lines"] = report.lines;
@@ -137,11 +139,13 @@ int run_generate(const args& a) {
                                      "use a longer --length",
                                      count, possible, length)};
   auto db = open_session(resolve_common(url_flag, "generate", db_profile::maintenance));
-  const auto added = generate_codes(db.conn(), campaign, count, length, [](std::size_t n) {
-    say(fmt::format("generate: {} codes made", n));
+  return answering_refusals(campaign, [&] {
+    const auto added = generate_codes(db.conn(), campaign, count, length, [](std::size_t n) {
+      say(fmt::format("generate: {} codes made", n));
+    });
+    print_json({{"status", "generated"}, {"campaign", campaign}, {"added", added}, {"length", length}});
+    return k_exit_ok;
   });
-  print_json({{"status", "generated"}, {"campaign", campaign}, {"added", added}, {"length", length}});
-  return k_exit_ok;
 }
 
 int run_stats(const args& a) {
@@ -160,7 +164,12 @@ int run_stats(const args& a) {
   const auto config = resolve_retention(retention);
   const auto common = resolve_common(url_flag, "stats");
   auto db = open_session(common);
-  auto stats = campaign_stats(db.conn(), campaign);
+  boost::json::object stats;
+  if (const int refused = answering_refusals(campaign, [&] {
+        stats = campaign_stats(db.conn(), campaign);
+        return k_exit_ok;
+      }))
+    return refused;
   const auto waiting = retention_pruner{common.database_url, config, common.pooling}.read_backlog();
   boost::json::object prunable;
   for (const auto kind : k_retained_kinds) prunable[to_string(kind)] = waiting.prunable[static_cast<std::size_t>(kind)];
