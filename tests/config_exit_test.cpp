@@ -85,7 +85,7 @@ TEST_CASE("a URL that does not parse is a configuration error, and its password 
   // them on (the password included, even one read from --database-url-file)
   // and exited 64.
   const std::string secret = "s3cret-pw";
-  for (const std::string url : {"postgres:/postgres:" + secret + "@127.0.0.1:5432/db",
+  for (const std::string& url : {"postgres:/postgres:" + secret + "@127.0.0.1:5432/db",
                                 "postgresql://postgres:" + secret + "@127.0.0.1:5432/db?bogus=1",
                                 "postgresql://postgres:" + secret + "@[::1/db"}) {
     CAPTURE(url);
