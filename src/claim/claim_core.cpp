@@ -261,7 +261,9 @@ std::optional<std::vector<claim_outcome>> blocking_claimer::transaction(std::spa
       if (conn_.is_open()) co_await conn_.rollback();
       std::rethrow_exception(failure);
     }
-    co_await core_.advance_marks(conn_, progress);
+    // Closed: the connection died after the COMMIT was answered (the claims
+    // stand); the mark can wait for the next claim.
+    if (conn_.is_open()) co_await core_.advance_marks(conn_, progress);
     co_return outcomes;
   };
   for (int attempt = 1; attempt <= k_max_claim_attempts; ++attempt) {
