@@ -87,7 +87,10 @@ TEST_CASE("a URL that does not parse is a configuration error, and its password 
   const std::string secret = "s3cret-pw";
   for (const std::string& url : {"postgres:/postgres:" + secret + "@127.0.0.1:5432/db",
                                 "postgresql://postgres:" + secret + "@127.0.0.1:5432/db?bogus=1",
-                                "postgresql://postgres:" + secret + "@[::1/db"}) {
+                                "postgresql://postgres:" + secret + "@[::1/db",
+                                // a quote inside what libpq quotes (found by a review of the first fix)
+                                "postgresql://postgres:" + secret + "@[::1]\"/db",
+                                "postgresql://postgres:se\"" + secret + "@[::1/db"}) {
     CAPTURE(url);
     const auto given = run_voucherd({"stats", "--campaign", "signup", "--database-url", url});
     CHECK_MESSAGE(given.exit_code == k_exit_config, given.err);

@@ -89,6 +89,9 @@ int run_import(const args& a) {
         return k_exit_ok;
       }))
     return refused;
+  // Said, as a file whose first code is "Code" would lose it to this.
+  if (report.csv_column)
+    say(fmt::format("import: line 1 is a CSV header; the codes are read from its column {}", *report.csv_column + 1));
   boost::json::object out;
   out["campaign"] = campaign;
   out["lines"] = report.lines;

@@ -38,20 +38,24 @@ namespace {
 
 // libpq's reason a URL does not parse, without the parts of the URL it
 // quotes: those may hold the password (`missing "=" after "..."` quotes the
-// rest of the string, several URI errors the whole URI). A quoted single
-// character (the "=" or ":" it expected) stays.
+// rest of the string, several URI errors all of it), and a quote inside
+// them makes the quoting ambiguous. So the reason is kept up to its first
+// quoted text that is not one of libpq's own one-character literals ("=",
+// ":", "/", "]"), and what follows is left out.
 std::string without_quoted_input(const std::string& reason) {
   std::string out;
-  for (std::size_t i = 0; i < reason.size();) {
-    const auto open = reason.find('"', i);
-    const auto close = open == std::string::npos ? std::string::npos : reason.find('"', open + 1);
-    if (close == std::string::npos) {
-      out += reason.substr(i);
-      break;
+  for (std::size_t i = 0; i < reason.size(); ++i) {
+    if (reason[i] != '"') {
+      out += reason[i];
+      continue;
     }
-    out += reason.substr(i, open - i);
-    out += close - open == 2 ? reason.substr(open, 3) : std::string{"(...)"};
-    i = close + 1;
+    if (i + 2 < reason.size() && reason[i + 2] == '"' && std::string_view{"=:/]"}.find(reason[i + 1]) != std::string_view::npos) {
+      out.append(reason, i, 3);
+      i += 2;
+      continue;
+    }
+    out += "(...)";
+    break;
   }
   return out;
 }

@@ -65,10 +65,15 @@ std::string trimmed(std::string_view s) {
 
 // The column holding the code when the first line is a CSV header with a
 // `code` column, in any case ("Code" from a spreadsheet); nullopt for a
-// plain one-code-per-line file.
+// plain one-code-per-line file. A first line with a comma whose quotes do
+// not close is a header gone wrong, not a code: thrown as its bad line.
+struct bad_header {};
 std::optional<std::size_t> code_column(std::string_view first_line) {
   const auto fields = split_csv(first_line);
-  if (!fields) return std::nullopt;
+  if (!fields) {
+    if (first_line.find(',') != std::string_view::npos) throw bad_header{};
+    return std::nullopt;
+  }
   for (std::size_t i = 0; i < fields->size(); ++i) {
     const auto name = trimmed((*fields)[i]);
     if (name.size() == 4 && std::equal(name.begin(), name.end(), "code", [](char a, char b) {
@@ -128,7 +133,16 @@ import_report import_codes(pqxx::connection& conn, const std::string& campaign, 
         errors.add(n, fmt::format("line is longer than {} bytes", k_max_import_line_bytes));
         continue;
       }
-      if (n == 1 && (csv_column = code_column(line))) continue;  // the header
+      if (n == 1) {
+        try {
+          csv_column = code_column(line);
+        } catch (const bad_header&) {
+          errors.add(n, "CSV header has a quoted field that does not end on the line");
+          continue;
+        }
+        report.csv_column = csv_column;
+        if (csv_column) continue;
+      }
       std::string code = line;
       if (csv_column) {
         auto fields = split_csv(line);

@@ -35,6 +35,7 @@ struct import_report {
   std::int64_t added = 0;                 // 0 unless ok()
   std::vector<import_error> errors;       // the first k_max_reported_errors
   std::size_t error_count = 0;            // all of them
+  std::optional<std::size_t> csv_column;  // 0-based: line 1 was a CSV header
   bool ok() const { return error_count == 0; }
 };
 
