@@ -261,9 +261,19 @@ std::optional<std::vector<claim_outcome>> blocking_claimer::transaction(std::spa
       if (conn_.is_open()) co_await conn_.rollback();
       std::rethrow_exception(failure);
     }
-    // Closed: the connection died after the COMMIT was answered (the claims
-    // stand); the mark can wait for the next claim.
-    if (conn_.is_open()) co_await core_.advance_marks(conn_, progress);
+    // The claims have committed: the mark is an optimisation, and a
+    // connection that dies after the COMMIT (closed here, or lost in the
+    // mark's own transaction) must not turn them into an error (exit 75
+    // with no outcome lines). The next call reconnects.
+    bool mark_failed = false;
+    if (conn_.is_open()) {
+      try {
+        co_await core_.advance_marks(conn_, progress);
+      } catch (const std::exception&) {
+        mark_failed = true;
+      }
+    }
+    if (mark_failed) conn_.close();
     co_return outcomes;
   };
   for (int attempt = 1; attempt <= k_max_claim_attempts; ++attempt) {
