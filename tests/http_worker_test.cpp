@@ -108,7 +108,10 @@ class claim_flood {
   }
   // After stop(): every user who owns a voucher was answered 200 with its
   // code, and every 200 was such a user; replies are counted by status.
-  std::map<std::string, int> check_every_owner_was_told(const test_database& db) const {
+  // With `unknown_allowed`, an owner may instead have been answered 503
+  // saying the claim may have gone through (its tries kept losing the
+  // connection until its deadline): true, and the client retries.
+  std::map<std::string, int> check_every_owner_was_told(const test_database& db, bool unknown_allowed = false) const {
     std::map<std::string, int> statuses;
     for (const auto& [user, reply] : replies_) ++statuses[std::to_string(reply.status)];
     CAPTURE(fmt::format("{}", fmt::join(statuses, ", ")));
@@ -119,6 +122,9 @@ class claim_flood {
       const std::string user = row[0].c_str(), code = row[1].c_str();
       const auto it = replies_.find(user);
       REQUIRE_MESSAGE(it != replies_.end(), user, " owns a voucher nobody asked for");
+      if (unknown_allowed && it->second.status == 503 &&
+          it->second.body.find("unknown whether it went through") != std::string::npos)
+        continue;
       CHECK_MESSAGE((it->second.status == 200 && json_field(it->second.body, "code") == code), user, " owns ", code,
                     " but was answered ", it->second.status, " ", it->second.body, it->second.error);
       ++told;
@@ -246,7 +252,10 @@ TEST_CASE("claimers' connections terminated under HTTP load: every claim that co
   // then FATAL. Until 2026-11-28 the worker took the lost connection for a
   // failed claim and answered 503: a helper's run (32 clients, 4
   // terminations) left 25 users owning a voucher, notified of it, whose
-  // client was told to retry later.
+  // client was told to retry later. A termination can also land between the
+  // commit and its answer (seen behind PgBouncer): those requests are
+  // claimed again, answering already_claimed with the code. Behind
+  // PgBouncer the worker also exited 75 when its LISTEN connection died.
   test_database db;
   const auto w = start_http_worker(db, "cut", 100000);
   claim_flood flood{w.port, "k"};
@@ -271,7 +280,7 @@ TEST_CASE("claimers' connections terminated under HTTP load: every claim that co
   const auto log = read_file(w.err_path);
   if (!db.pooling().enabled)
     CHECK_MESSAGE(log.find("database connection restored") != std::string::npos, "the faults hit: " << log);
-  flood.check_every_owner_was_told(db);
+  flood.check_every_owner_was_told(db, true);
   for (const auto& [user, reply] : flood.replies())
     CHECK_MESSAGE((reply.status == 200 || reply.status == 503), user, ": ", reply.status);
   std::filesystem::remove(w.err_path);

@@ -65,7 +65,26 @@ void http_source::turn_away(std::uint64_t seq, http_overload why) {
                                   limits_.queue_max)
                     : fmt::format("not claimed within {} ms (--http-deadline-ms); nothing was claimed, retry later",
                                   limits_.deadline.count());
-  answer(seq, std::move(reply));
+  answer(seq, unclaimed_reply(seq, std::move(reply)));
+}
+
+claim_reply http_source::outcome_unknown_reply() {
+  claim_reply reply;
+  reply.failure = failure_kind::transient;
+  reply.error = "a try of the claim failed on the database (lost connection or timeout) and it could not be "
+                "tried again in time; a connection lost during the commit leaves it unknown whether it went "
+                "through: retry (a claim that went through answers already_claimed with its code)";
+  return reply;
+}
+
+claim_reply http_source::unclaimed_reply(std::uint64_t seq, claim_reply otherwise) const {
+  const auto it = waiting_.find(seq);
+  if (it != waiting_.end() && it->second.outcome_unknown) {
+    auto reply = outcome_unknown_reply();
+    reply.overload = std::move(otherwise.overload);
+    return reply;
+  }
+  return otherwise;
 }
 
 void http_source::expire_waiting() {
@@ -128,12 +147,27 @@ void http_source::abandoned(std::vector<delivery> batch, bool unavailable) {
     buffer_->push_front(std::move(batch));
     return;
   }
-  for (auto& d : batch) {
-    claim_reply reply;
-    reply.failure = failure_kind::transient;
-    reply.error = "the claim could not run now (database unavailable or busy); retry later";
-    answer(d.seq, std::move(reply));
+  // The database failed the try: lost connection (the COMMIT may have gone
+  // through unanswered) or too slow. Claimed again once a claimer has a
+  // connection, under the first deadline: a claim that went through then
+  // answers already_claimed with its code, instead of a 503 to a user who
+  // owns a voucher. If the claimers cannot reconnect, database_unavailable()
+  // answers at once.
+  if (stopping_) {
+    for (auto& d : batch) answer(d.seq, unclaimed_reply(d.seq, unavailable_reply()));
+    return;
   }
+  for (const auto& d : batch)
+    if (auto it = waiting_.find(d.seq); it != waiting_.end()) it->second.outcome_unknown = true;
+  buffer_->push_front(std::move(batch));
+  metrics_.set_http_waiting(static_cast<std::int64_t>(buffer_->size_hint()));
+}
+
+claim_reply http_source::unavailable_reply() {
+  claim_reply reply;
+  reply.failure = failure_kind::transient;
+  reply.error = "the claim could not run now (database unavailable or busy); retry later";
+  return reply;
 }
 
 claim_reply http_source::shutting_down_reply() {
@@ -147,13 +181,14 @@ void http_source::stop_intake() {
   // The claimers finish the requests they took and take no more: what waits
   // untaken is answered now rather than dropped with its connection.
   stopping_ = true;
-  for (const auto& d : buffer_->pop(buffer_->size_hint())) answer(d.seq, shutting_down_reply());
+  for (const auto& d : buffer_->pop(buffer_->size_hint())) answer(d.seq, unclaimed_reply(d.seq, shutting_down_reply()));
   metrics_.set_http_waiting(0);
 }
 
 void http_source::database_unavailable() {
-  auto waiting = buffer_->pop(buffer_->size_hint());
-  if (!waiting.empty()) abandoned(std::move(waiting), true);
+  // No claimer can connect: what waits is answered now, not at its deadline.
+  for (const auto& d : buffer_->pop(buffer_->size_hint())) answer(d.seq, unclaimed_reply(d.seq, unavailable_reply()));
+  metrics_.set_http_waiting(0);
 }
 
 }  // namespace voucherd

@@ -65,8 +65,17 @@ class http_source final : public message_source {
     std::function<void(claim_reply)> done;
     clock_type::time_point arrived;
     clock_type::time_point deadline;
+    // A try of its claim failed on the database; if it lost the connection
+    // before the COMMIT's answer, the claim may have gone through, so no
+    // answer may say nothing was claimed.
+    bool outcome_unknown = false;
   };
   static claim_reply shutting_down_reply();
+  static claim_reply outcome_unknown_reply();
+  static claim_reply unavailable_reply();
+  // The 503 for a request that is not claimed now: `otherwise` unless a try
+  // of it may have committed.
+  claim_reply unclaimed_reply(std::uint64_t seq, claim_reply otherwise) const;
   // Takes the request out of waiting_ and gives it `reply` (nothing when it
   // was answered already).
   void answer(std::uint64_t seq, claim_reply reply);

@@ -403,7 +403,18 @@ asio::awaitable<void> claim_loop::run(asio::io_context& ctx, message_source& src
         }
         if (one->finished.empty() && one->left.empty()) {
           if (stopping_ || src.finished()) break;
-          co_await src.wait_for_work(conn);
+          // A connection lost while idle (its own, or behind a pooler the
+          // LISTEN one) is reconnected at the top of the loop, as one lost
+          // in a claim is; it must not end the worker.
+          bool wait_failed = false;
+          try {
+            co_await src.wait_for_work(conn);
+          } catch (const std::exception& e) {
+            wait_failed = true;
+            log_json(log_level::warn, "database connection lost while waiting for messages; reconnecting",
+                     {{"claimer", claimer_name}, {"error", e.what()}});
+          }
+          if (wait_failed) conn.close();
         }
         left = std::move(one->left);
         continue;
