@@ -65,17 +65,10 @@ std::string trimmed(std::string_view s) {
 
 // The column holding the code when the first line is a CSV header with a
 // `code` column, in any case ("Code" from a spreadsheet); nullopt for a
-// plain one-code-per-line file. A first line with a comma whose quotes do
-// not close is a header gone wrong, not a code: thrown as its bad line.
-struct bad_header {};
-std::optional<std::size_t> code_column(std::string_view first_line) {
-  const auto fields = split_csv(first_line);
-  if (!fields) {
-    if (first_line.find(',') != std::string_view::npos) throw bad_header{};
-    return std::nullopt;
-  }
-  for (std::size_t i = 0; i < fields->size(); ++i) {
-    const auto name = trimmed((*fields)[i]);
+// plain one-code-per-line file.
+std::optional<std::size_t> code_column(const std::vector<std::string>& fields) {
+  for (std::size_t i = 0; i < fields.size(); ++i) {
+    const auto name = trimmed(fields[i]);
     if (name.size() == 4 && std::equal(name.begin(), name.end(), "code", [](char a, char b) {
           return std::tolower(static_cast<unsigned char>(a)) == b;
         }))
@@ -113,34 +106,36 @@ import_report import_codes(pqxx::connection& conn, const std::string& campaign, 
   std::unordered_map<std::string, std::size_t> first_line_of;
   {
     pqxx::stream_to stage{txn, "import_stage", std::vector<std::string>{"line", "code"}};
-    std::optional<std::size_t> csv_column;
+    const auto& csv_column = report.csv_column;
     std::string line;
     // Empty lines are bad lines only with a line after them: the blank lines
-    // an editor leaves at the end of a file are not.
-    std::vector<std::size_t> blank;
+    // an editor leaves at the end of a file are not. They come in a run, so
+    // its first line is all that is kept (0: none pending).
+    std::size_t blank_from = 0;
     text_lines lines{in, "the code file", k_max_import_line_bytes};
     while (lines.next(line)) {
       const auto n = lines.number();
       report.lines = n;
       if (progress && n % k_progress_every_lines == 0) progress(n);
       if (line.empty() && !lines.cut()) {
-        blank.push_back(n);
+        if (blank_from == 0) blank_from = n;
         continue;
       }
-      for (const auto b : blank) errors.add(b, *code_problem(""));
-      blank.clear();
+      for (; blank_from != 0 && blank_from < n; ++blank_from) errors.add(blank_from, *code_problem(""));
+      blank_from = 0;
       if (lines.cut()) {
         errors.add(n, fmt::format("line is longer than {} bytes", k_max_import_line_bytes));
         continue;
       }
       if (n == 1) {
-        try {
-          csv_column = code_column(line);
-        } catch (const bad_header&) {
+        const auto fields = split_csv(line);
+        // A first line with a comma whose quotes do not close is a header
+        // gone wrong, not a code.
+        if (!fields && line.find(',') != std::string::npos) {
           errors.add(n, "CSV header has a quoted field that does not end on the line");
           continue;
         }
-        report.csv_column = csv_column;
+        if (fields) report.csv_column = code_column(*fields);
         if (csv_column) continue;
       }
       std::string code = line;

@@ -49,9 +49,20 @@ void http_source::submit(std::string body, std::function<void(claim_reply)> done
 void http_source::answer(std::uint64_t seq, claim_reply reply) {
   auto it = waiting_.find(seq);
   if (it == waiting_.end()) return;
+  // Not claimed now, after a try that may have committed: no answer may say
+  // nothing was claimed (whichever 503 it is: deadline, stopping, no database).
+  if (!reply.outcome && it->second.outcome_unknown) {
+    auto overload = std::move(reply.overload);
+    reply = outcome_unknown_reply();
+    reply.overload = std::move(overload);
+  }
   auto done = std::move(it->second.done);
   waiting_.erase(it);
   done(std::move(reply));
+}
+
+void http_source::answer_all(const std::vector<delivery>& batch, const claim_reply& reply) {
+  for (const auto& d : batch) answer(d.seq, reply);
 }
 
 void http_source::turn_away(std::uint64_t seq, http_overload why) {
@@ -65,7 +76,7 @@ void http_source::turn_away(std::uint64_t seq, http_overload why) {
                                   limits_.queue_max)
                     : fmt::format("not claimed within {} ms (--http-deadline-ms); nothing was claimed, retry later",
                                   limits_.deadline.count());
-  answer(seq, unclaimed_reply(seq, std::move(reply)));
+  answer(seq, std::move(reply));
 }
 
 claim_reply http_source::outcome_unknown_reply() {
@@ -77,15 +88,6 @@ claim_reply http_source::outcome_unknown_reply() {
   return reply;
 }
 
-claim_reply http_source::unclaimed_reply(std::uint64_t seq, claim_reply otherwise) const {
-  const auto it = waiting_.find(seq);
-  if (it != waiting_.end() && it->second.outcome_unknown) {
-    auto reply = outcome_unknown_reply();
-    reply.overload = std::move(otherwise.overload);
-    return reply;
-  }
-  return otherwise;
-}
 
 void http_source::expire_waiting() {
   const auto now = clock_type::now();
@@ -154,7 +156,7 @@ void http_source::abandoned(std::vector<delivery> batch, bool unavailable) {
   // owns a voucher. If the claimers cannot reconnect, database_unavailable()
   // answers at once.
   if (stopping_) {
-    for (auto& d : batch) answer(d.seq, unclaimed_reply(d.seq, unavailable_reply()));
+    answer_all(batch, unavailable_reply());
     return;
   }
   for (const auto& d : batch)
@@ -181,13 +183,13 @@ void http_source::stop_intake() {
   // The claimers finish the requests they took and take no more: what waits
   // untaken is answered now rather than dropped with its connection.
   stopping_ = true;
-  for (const auto& d : buffer_->pop(buffer_->size_hint())) answer(d.seq, unclaimed_reply(d.seq, shutting_down_reply()));
+  answer_all(buffer_->pop(buffer_->size_hint()), shutting_down_reply());
   metrics_.set_http_waiting(0);
 }
 
 void http_source::database_unavailable() {
   // No claimer can connect: what waits is answered now, not at its deadline.
-  for (const auto& d : buffer_->pop(buffer_->size_hint())) answer(d.seq, unclaimed_reply(d.seq, unavailable_reply()));
+  answer_all(buffer_->pop(buffer_->size_hint()), unavailable_reply());
   metrics_.set_http_waiting(0);
 }
 

@@ -73,12 +73,11 @@ class http_source final : public message_source {
   static claim_reply shutting_down_reply();
   static claim_reply outcome_unknown_reply();
   static claim_reply unavailable_reply();
-  // The 503 for a request that is not claimed now: `otherwise` unless a try
-  // of it may have committed.
-  claim_reply unclaimed_reply(std::uint64_t seq, claim_reply otherwise) const;
   // Takes the request out of waiting_ and gives it `reply` (nothing when it
-  // was answered already).
+  // was answered already); a 503 becomes outcome_unknown_reply() for a
+  // request whose earlier try may have committed.
   void answer(std::uint64_t seq, claim_reply reply);
+  void answer_all(const std::vector<delivery>& batch, const claim_reply& reply);
   // Answers 503 (overload) for a request that is in no queue any more.
   void turn_away(std::uint64_t seq, http_overload why);
   // Takes out and answers every waiting request past its deadline.
